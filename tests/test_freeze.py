@@ -1,0 +1,154 @@
+"Engine guarantees on every supported architecture, under pytest (the notebooks show the same on fewer cases)."
+import pytest
+import torch
+from torch import nn
+
+from lift_nb.blocks import ARCHS, find_units, tiny_model
+from lift_nb.freeze import FreezeEngine, check_truncation, model_loss, optimizer_state_bytes, trace_backward, unit_grads
+
+CASES = [(mt, task) for mt in sorted(ARCHS) for task in ('causal-lm', 'classification')
+         if not (mt == 'distilbert' and task == 'causal-lm')]
+
+
+def _batch(task, n=2, t=12, vocab=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (n, t), generator=g)
+    return dict(input_ids=ids, labels=ids if task == 'causal-lm' else torch.arange(n) % 2)
+
+
+@pytest.mark.parametrize('model_type,task', CASES)
+def test_every_block_truncates_and_only_it_changes(model_type, task):
+    model = tiny_model(model_type, task, n_layers=3)
+    batch = _batch(task)
+    saved = [check_truncation(model, batch, k)['saved_bytes'] for k in range(3)]
+    # the higher the active block, the less autograd keeps
+    assert saved[0] > saved[1] > saved[2] > 0
+
+
+@pytest.mark.parametrize('model_type,task', CASES)
+def test_nothing_below_the_boundary_has_grad_or_node(model_type, task):
+    model = tiny_model(model_type, task, n_layers=4)
+    units = find_units(model)
+    with FreezeEngine(model, units) as eng:
+        eng.activate([2, 'head'])
+        tr = trace_backward(model, _batch(task), units, active=eng.active)
+    for name in ('embeddings', 'block.0', 'block.1'):
+        assert (tr[name].built, tr[name].nodes, tr[name].saved_bytes, tr[name].with_grad) == (0, 0, 0, 0), name
+    assert tr['block.2'].with_grad and tr['head'].with_grad
+    assert tr.lowest_reached.name == 'block.2' and tr.leaks == []
+
+
+def test_tied_embedding_does_not_reopen_the_graph():
+    model = tiny_model('gpt2', n_layers=4)
+    assert find_units(model).tied  # GPT-2's head is its token embedding
+    batch = _batch('causal-lm')
+    with FreezeEngine(model, truncate=False) as eng:
+        eng.activate([3, 'head'])
+        naive = trace_backward(model, batch, active=eng.active)
+    with FreezeEngine(model) as eng:
+        eng.activate([3, 'head'])
+        lift = trace_backward(model, batch, active=eng.active)
+    assert naive.reaches_below and naive.lowest_reached.name == 'embeddings'
+    assert not lift.reaches_below and lift.lowest_reached.name == 'block.3'
+    assert model.transformer.wte.weight.requires_grad is True  # engine removed: flags restored
+
+
+@pytest.mark.parametrize('reentrant', [False, True])
+@pytest.mark.parametrize('model_type', ['gpt2', 'llama', 'bert'])
+def test_gradient_checkpointing_keeps_truncation_and_gradient(model_type, reentrant):
+    task = 'classification' if model_type == 'bert' else 'causal-lm'
+    model = tiny_model(model_type, task, n_layers=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0) \
+        if model_type == 'bert' else tiny_model(model_type, task, n_layers=3)
+    batch = _batch(task)
+    ref = unit_grads(model, batch, find_units(model), [1], truncate=False)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout): m.p = 0.0
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=dict(use_reentrant=reentrant))
+    units = find_units(model)
+    with FreezeEngine(model, units) as eng:
+        eng.activate(1)
+        tr = trace_backward(model, batch, units, active=eng.active)
+    assert not tr.reaches_below and tr.leaks == []
+    got = unit_grads(model, batch, units, [1])
+    assert sorted(got) == sorted(ref)
+    for n in ref: torch.testing.assert_close(got[n], ref[n], atol=1e-6, rtol=1e-5)
+
+
+def test_checker_catches_the_classic_leaks():
+    batch = _batch('causal-lm')
+    model = tiny_model('llama', n_layers=3)
+    for p in model.parameters(): p.requires_grad_(False)
+    for p in find_units(model).block(2).parameters(): p.requires_grad_(True)
+    assert trace_backward(model, batch).leaks == []
+    model.enable_input_require_grads()
+    tr = trace_backward(model, batch)
+    assert tr.reaches_below and any('embedding output requires grad' in l for l in tr.leaks)
+    model = tiny_model('llama', n_layers=3)
+    units = find_units(model)
+    for p in model.parameters(): p.requires_grad_(False)
+    for p in units.block(2).parameters(): p.requires_grad_(True)
+    units.block(0).modules[0][1].input_layernorm.weight.requires_grad_(True)
+    tr = trace_backward(model, batch, units, active=[2])
+    assert tr.reaches_below and any('block.0 is frozen but 1 of its tensors' in l for l in tr.leaks)
+
+
+def test_freeze_unfreeze_round_trip():
+    model = tiny_model('bert', 'classification', n_layers=3)
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # a user's own choice survives
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    eng = FreezeEngine(model)
+    for sel in (0, [1, 'head'], 'embeddings', 2):
+        eng.activate(sel)
+        want = {id(p) for u in eng.units.resolve(sel) for p in u.parameters()}
+        assert {id(p) for p in model.parameters() if p.requires_grad} == want
+    eng.full()
+    assert all(p.requires_grad for p in model.parameters())
+    eng.remove()
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+    assert not hasattr(model, '_lift_nb_engine')
+    # hooks are gone: the forward builds the full graph again
+    tr = trace_backward(model, _batch('classification'))
+    assert tr['block.0'].nodes > 0
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = tiny_model('gpt2', n_layers=2)
+    eng = FreezeEngine(model)
+    with pytest.raises(IndexError, match=r'out of range: this model has 2 blocks \(0..1\)'): eng.activate(2)
+    with pytest.raises(ValueError, match='Nothing to activate'): eng.activate([])
+    with pytest.raises(KeyError, match="No unit named 'block.5'"): eng.activate('block.5')
+    with pytest.raises(ValueError, match='Activate some units'): FreezeEngine.make_optimizer(
+        type('E', (), {'active': []})())
+    with pytest.raises(RuntimeError, match='already has an engine'): FreezeEngine(model)
+    eng.remove()
+    with pytest.raises(ValueError, match='register_arch'): FreezeEngine(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="'reset' or 'keep'"): FreezeEngine(model, state_policy='x')
+
+
+def test_switch_releases_state_and_keep_restores_it():
+    import weakref
+    model = tiny_model('gpt2', n_layers=3)
+    batch = _batch('causal-lm')
+    with FreezeEngine(model) as eng:
+        eng.activate(0)
+        opt = eng.make_optimizer(torch.optim.AdamW, lr=1e-3)
+        model_loss(model, batch).backward(); opt.step()
+        per_block = optimizer_state_bytes(opt)
+        p0 = eng.units.block(0).parameters()[0]
+        ref = weakref.ref(opt.state[p0]['exp_avg'])
+        eng.activate(2)
+        assert ref() is None and optimizer_state_bytes(opt) == 0 and p0.grad is None
+        held = [p for g in opt.param_groups for p in g['params']]
+        assert {id(p) for p in held} == {id(p) for p in eng.units.block(2).parameters()}
+        model_loss(model, batch).backward(); opt.step()
+        assert optimizer_state_bytes(opt) == per_block  # same-sized block, same state: nothing accumulates
+    with FreezeEngine(model, state_policy='keep') as eng:
+        eng.activate(0)
+        opt = eng.make_optimizer(torch.optim.AdamW, lr=1e-3)
+        model_loss(model, batch).backward(); opt.step(); opt.zero_grad()
+        m = opt.state[p0]['exp_avg'].clone()
+        eng.activate(1)
+        assert p0 not in opt.state
+        eng.activate(0)
+        torch.testing.assert_close(opt.state[p0]['exp_avg'], m)

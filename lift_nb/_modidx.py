@@ -95,4 +95,5 @@ d = { 'settings': { 'branch': 'main',
                                 'lift_nb.freeze.model_loss': ('freeze.html#model_loss', 'lift_nb/freeze.py'),
                                 'lift_nb.freeze.optimizer_state_bytes': ('freeze.html#optimizer_state_bytes', 'lift_nb/freeze.py'),
                                 'lift_nb.freeze.trace_backward': ('freeze.html#trace_backward', 'lift_nb/freeze.py'),
+                                'lift_nb.freeze.trace_table': ('freeze.html#trace_table', 'lift_nb/freeze.py'),
                                 'lift_nb.freeze.unit_grads': ('freeze.html#unit_grads', 'lift_nb/freeze.py')}}}

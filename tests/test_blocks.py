@@ -73,3 +73,30 @@ def test_parameters_on_the_blocks_parent_are_refused():
             self.scale = nn.Parameter(torch.ones(1))
             self.layers = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
     with pytest.raises(ValueError, match=r"Parameters \['scale'\] sit directly on"): find_units(Net())
+
+
+def test_two_equal_stacks_are_refused_and_a_spec_settles_it():
+    from lift_nb.blocks import ArchSpec
+
+    class EncDec(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.encoder = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+            self.decoder = nn.ModuleList([nn.Linear(4, 4) for _ in range(3)])
+    with pytest.raises(ValueError, match=r"\['encoder', 'decoder'\] are equally long"): find_units(EncDec())
+    assert find_units(EncDec(), spec=ArchSpec('decoder', ('emb',))).names[:2] == ['embeddings', 'block.0']
+
+
+def test_block_index_accepts_numpy_and_tensor_ints():
+    import numpy as np
+    units = find_units(tiny_model('gpt2', n_layers=3))
+    assert units[np.int64(1)] is units.block(1) and units[torch.tensor(2)] is units.block(2)
+    with pytest.raises(KeyError, match='string or a block index'): units[1.5]
+
+
+def test_opt_with_projections_keeps_project_out_above_the_blocks():
+    model = tiny_model('opt', n_layers=2, word_embed_proj_dim=16, do_layer_norm_before=False)
+    units = find_units(model)
+    assert [p for p, _ in units['final_norm'].modules] == ['model.decoder.project_out']
+    assert 'model.decoder.project_in' in [p for p, _ in units['embeddings'].modules]

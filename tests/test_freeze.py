@@ -152,3 +152,59 @@ def test_switch_releases_state_and_keep_restores_it():
         assert p0 not in opt.state
         eng.activate(0)
         torch.testing.assert_close(opt.state[p0]['exp_avg'], m)
+
+
+@pytest.mark.parametrize('model_type', ['bert', 'distilbert', 'roberta', 'gpt2', 'opt'])
+def test_head_and_final_norm_alone_get_the_same_gradient(model_type):
+    # BERT's head is pooler -> classifier and DistilBERT's pre_classifier -> classifier: both must train
+    model = tiny_model(model_type, 'classification', n_layers=2)
+    units = find_units(model)
+    batch = _batch('classification')
+    for sel in (['head'], ['final_norm'] if 'final_norm' in units.names else ['head'], [0, 'head']):
+        a, b = unit_grads(model, batch, units, sel), unit_grads(model, batch, units, sel, truncate=False)
+        assert sorted(a) == sorted(b) and set(a) == {n for u in units.resolve(sel) for n, _ in u.named_parameters()}
+        for n in a: torch.testing.assert_close(a[n], b[n], atol=1e-6, rtol=1e-5)
+
+
+def test_remove_twice_leaves_a_newer_engine_alone():
+    model = tiny_model('gpt2', n_layers=3)
+    e1 = FreezeEngine(model); e1.activate(0); e1.remove()
+    e2 = FreezeEngine(model); e2.activate(2)
+    e1.remove()
+    assert {id(p) for p in model.parameters() if p.requires_grad} == {id(p) for p in e2.units.block(2).parameters()}
+    e2.remove()
+
+
+def test_optimizer_leaves_foreign_parameters_alone():
+    model = tiny_model('gpt2', n_layers=3)
+    extra = nn.Parameter(torch.ones(3))
+    with FreezeEngine(model) as eng:
+        eng.activate(0)
+        opt = torch.optim.SGD([{'params': eng.trainable_parameters()}, {'params': [extra], 'lr': 0.5}], lr=0.1)
+        eng.attach_optimizer(opt)
+        eng.activate(2)
+        assert opt.param_groups[1]['params'] == [extra]
+        assert {id(p) for p in opt.param_groups[0]['params']} == {id(p) for p in eng.units.block(2).parameters()}
+
+
+def test_checker_flags_partial_and_bottom_units_without_being_told_the_intent():
+    batch = _batch('causal-lm')
+    model = tiny_model('llama', n_layers=3)
+    units = find_units(model)
+    for p in model.parameters(): p.requires_grad_(False)
+    for p in units.block(2).parameters(): p.requires_grad_(True)
+    units.block(0).modules[0][1].input_layernorm.weight.requires_grad_(True)
+    assert any('block.0 is only partly trainable' in l for l in trace_backward(model, batch, units).leaks)
+    for p in model.parameters(): p.requires_grad_(False)
+    for p in units['embeddings'].parameters(): p.requires_grad_(True)
+    for p in units.block(2).parameters(): p.requires_grad_(True)
+    assert any('embeddings are trainable while block.0 is frozen' in l for l in trace_backward(model, batch, units).leaks)
+
+
+def test_check_truncation_never_changes_the_callers_model():
+    model = tiny_model('gpt2', n_layers=2)
+    model.transformer.wpe.weight.requires_grad_(False)
+    before = {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
+    check_truncation(model, _batch('causal-lm'), 1)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n][0]) and p.requires_grad == before[n][1]

@@ -1,0 +1,69 @@
+"The trainer: guard rails, learning-rate warmup restarts, atomic checkpoints, exact resume of every moving method."
+import os
+
+import pytest
+import torch
+
+from lift_nb.blocks import find_units, tiny_model
+from lift_nb.schedule import make_schedule
+from lift_nb.train import LayerwiseTrainer, TrainArgs, _atomic_save
+
+
+def _examples(n=64, seed=0, cls=True):
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.randint(3, 128, (n, 10), generator=g)
+    return [dict(input_ids=x.tolist(), labels=int(x[0]) % 2) if cls else dict(input_ids=x.tolist()) for x in xs]
+
+
+def test_nan_loss_names_the_step_and_the_block():
+    model = tiny_model('gpt2', n_layers=4)
+    t = LayerwiseTrainer(model, 'lift', _examples(cls=False), TrainArgs(max_steps=8, batch_size=4, progress=False))
+    with torch.no_grad(): model.transformer.h[0].ln_1.weight.fill_(float('nan'))
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 0 with \['block.0', 'final_norm', 'head'\] active"): t.fit()
+    t.close()
+
+
+def test_warmup_restarts_at_each_switch():
+    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=4), 'lift', _examples(cls=False),
+                         TrainArgs(max_steps=8, batch_size=4, warmup_steps=2, warmup_restart=True, decay='constant',
+                                   learning_rate=1.0, progress=False))
+    t.fit(); t.close()
+    assert [h['lr'] for h in t.history if 'lr' in h] == [0.5, 1.0] * 4
+
+
+def test_atomic_save_never_leaves_a_half_written_file(tmp_path):
+    path = str(tmp_path / 'ckpt.pt')
+    _atomic_save({'a': torch.ones(2)}, path)
+    class Boom:
+        def __reduce__(self): raise RuntimeError('crash while writing')
+    with pytest.raises(RuntimeError, match='crash while writing'): _atomic_save({'a': Boom()}, path)
+    assert torch.equal(torch.load(path)['a'], torch.ones(2))  # the old checkpoint is intact
+
+
+@pytest.mark.parametrize('name,kw', [('lift', dict(schedule='random', state_policy='keep')), ('lisa', dict(interval=3)),
+                                      ('badam', dict(switch_every=2, order='random')), ('adt-h', dict(k=3)),
+                                      ('autofreeze', dict(interval=2)), ('lora', {}), ('bitfit', {})])
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(name, kw, tmp_path):
+    def run(stop_after=None, resume=None):
+        t = LayerwiseTrainer(tiny_model('bert', 'classification', n_layers=4), make_schedule(name, **kw), _examples(),
+                             TrainArgs(max_steps=12, batch_size=8, warmup_steps=2, progress=False, output_dir=str(tmp_path), save_every=6))
+        t.fit(resume, stop_after=stop_after)
+        w = {k: v.clone() for k, v in t.accelerator.unwrap_model(t.model).state_dict().items()}
+        t.close()
+        return w
+    straight = run()
+    run(stop_after=6)
+    resumed = run(resume=os.path.join(tmp_path, 'checkpoint-6.pt'))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_bad_mixed_precision_and_decay_are_refused():
+    with pytest.raises(ValueError, match="'linear' or 'constant'"):
+        LayerwiseTrainer(tiny_model('gpt2', n_layers=2), 'full', _examples(cls=False), TrainArgs(decay='cosine'))
+
+
+def test_metrics_report_the_accounted_peak():
+    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=4), 'lift', _examples(cls=False), TrainArgs(max_steps=4, batch_size=4, progress=False))
+    m = t.fit(); t.close()
+    params = sum(p.numel() * 4 for p in t.accelerator.unwrap_model(t.model).parameters())
+    assert m['peak_memory_bytes'] > params and {'train_runtime', 'train_steps_per_second', 'method'} <= set(m)

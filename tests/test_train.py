@@ -67,3 +67,25 @@ def test_metrics_report_the_accounted_peak():
     m = t.fit(); t.close()
     params = sum(p.numel() * 4 for p in t.accelerator.unwrap_model(t.model).parameters())
     assert m['peak_memory_bytes'] > params and {'train_runtime', 'train_steps_per_second', 'method'} <= set(m)
+
+
+def test_hf_trainer_with_liftcallback_saves_and_resumes(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+    from lift_nb.train import LiftCallback
+    def trainer(model, steps):
+        t = Trainer(model=model, args=TrainingArguments(str(tmp_path), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-2,
+                                                        use_cpu=True, report_to=[], save_strategy='steps', save_steps=4,
+                                                        logging_strategy='no', disable_tqdm=True, seed=0),
+                    train_dataset=Dataset.from_list(_examples(64)), callbacks=[LiftCallback('adt-h', k=2)])
+        t.remove_callback(PrinterCallback)
+        return t
+    model = tiny_model('bert', 'classification', n_layers=4)
+    trainer(model, 8).train()
+    assert (tmp_path / 'checkpoint-4' / 'lift_schedule.pt').exists()
+    resumed = tiny_model('bert', 'classification', n_layers=4)
+    cb_trainer = trainer(resumed, 8)
+    cb_trainer.train(resume_from_checkpoint=str(tmp_path / 'checkpoint-4'))  # the Trainer reloads its full-size optimizer
+    cb = next(c for c in cb_trainer.callback_handler.callbacks if isinstance(c, LiftCallback))
+    assert cb.schedule.frozen is not None and len(cb.schedule.frozen) == 2  # ADT's decision came back from the checkpoint

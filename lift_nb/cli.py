@@ -278,7 +278,7 @@ def _train_command(args)->dict:
     task = 'classification' if label2id else 'causal-lm'
     model = load_model(args.model_name_or_path, task, num_labels=len(label2id) if label2id else 2, seed=args.seed)
     try: tok = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError):
         raise ValueError(f"No tokenizer for {args.tokenizer_name or args.model_name_or_path!r}: pass --tokenizer_name (a folder or hub id).") from None
     if tok.pad_token is None: tok.pad_token = tok.eos_token or tok.unk_token
     model.config.pad_token_id = tok.pad_token_id  # GPT-2 and LLaMA classifiers need it to find the last token

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .blocks import ARCHS, Unit, Units
+from .blocks import ARCHS, Units
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'LORA_DEFAULTS', 'Selection', 'Schedule', 'register_schedule', 'canonical_method', 'method_aliases',

@@ -120,7 +120,7 @@ def _flag_kwargs(opt:str, default, annotation:str)->dict:
     "argparse keyword arguments for one schedule option, from its default and annotation."
     ann = str(annotation)
     if opt == 'schedule': return dict(type=_order, metavar='ORDER')
-    if isinstance(default, bool): return dict(action=argparse.BooleanOptionalAction)
+    if isinstance(default, bool) or ann.startswith('bool'): return dict(action=argparse.BooleanOptionalAction)
     if 'tuple' in ann: return dict(type=int, nargs=2, metavar=('A', 'B'))
     if 'list' in ann: return dict(nargs='+', metavar='NAME')
     for t in (int, float):
@@ -204,8 +204,15 @@ def _parser()->argparse.ArgumentParser:
     m.add_argument('--measure', action='store_true', help='also run real training steps and print the measured figures')
     m.add_argument('--device', default=None, help="where --measure runs (e.g. cuda; default: cpu)")
     m.add_argument('--snapshot', metavar='PATH', help='with --measure on CUDA: write a memory snapshot for pytorch.org/memory_viz')
+    m.add_argument('--frozen_dtype', choices=('bf16', 'fp32'), default='fp32',
+                   help='storage of units with nothing to train (default: fp32, as loaded; bf16: half their bytes)')
     m.add_argument('--json', metavar='PATH', help="write the results as JSON ('predicted' and 'measured' objects, in bytes)")
     add_method_args(m, default='full')
+    from lift_nb.bench import add_bench_args  # the bench room comes after this one; its flags live beside its code
+    add_bench_args(sub.add_parser('bench', help='benchmark methods side by side: step time, ratio to full fine-tuning, tokens/s, memory',
+                                  description='Train each method for a few steps on a model config (default: the built-in gpt2-small, '
+                                              'bert-base and llama-small) in one process and print step time, throughput, peak '
+                                              "memory, LIFT's lower bound and the targets."))
     t = sub.add_parser('train', help='fine-tune a model on a csv/tsv/json file with a method (flags as in the HF example scripts)',
                        description='Fine-tune a Hugging Face model with a lift_nb method. Flags follow run_glue.py / run_clm.py; '
                                    'omit --label_column for causal-LM fine-tuning. Writes OUTPUT_DIR/metrics.json and the model.')
@@ -232,6 +239,9 @@ def _parser()->argparse.ArgumentParser:
     t.add_argument('--output_dir', required=True, help='where metrics.json, checkpoints and the model go')
     t.add_argument('--bf16', action='store_true', help='bf16 mixed precision')
     t.add_argument('--fp16', action='store_true', help='fp16 mixed precision (GPU)')
+    t.add_argument('--frozen_dtype', choices=('bf16', 'fp32'), default='fp32',
+                   help='store and run units with nothing to train in bf16 (faster, smaller; the trained block stays fp32) '
+                        '(default: fp32, as loaded)')
     t.add_argument('--resume_from_checkpoint', default=None, help='a checkpoint-N.pt in output_dir to continue from')
     t.add_argument('--no_progress', action='store_true', help='no progress bar')
     add_method_args(t, default='lift')
@@ -297,7 +307,7 @@ def _train_command(args)->dict:
                       max_grad_norm=args.max_grad_norm or None, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       warmup_restart=args.warmup_restart, eval_every=args.eval_steps, save_every=args.save_steps,
                       output_dir=args.output_dir, mixed_precision='bf16' if args.bf16 else 'fp16' if args.fp16 else 'no',
-                      seed=args.seed, progress=not args.no_progress)
+                      seed=args.seed, progress=not args.no_progress, frozen_dtype=None if args.frozen_dtype == 'fp32' else args.frozen_dtype)
     trainer = LayerwiseTrainer(model, schedule, train_ex, targs, valid_ex, pad_id=tok.pad_token_id)
     try: metrics = trainer.fit(args.resume_from_checkpoint)
     finally: trainer.close()
@@ -324,17 +334,18 @@ def _memory_command(args)->dict:
     model = load_model(args.model, args.task)
     mpos = getattr(model.config, 'max_position_embeddings', None) or getattr(model.config, 'n_positions', None)
     if mpos and args.seq_len > mpos: raise ValueError(f"--seq_len {args.seq_len} is beyond the model's {mpos} positions.")
-    pred = predict_memory(model, schedule, args.batch_size, args.seq_len, args.dtype, args.optimizer)
+    frozen = None if args.frozen_dtype == 'fp32' else args.frozen_dtype
+    pred = predict_memory(model, schedule, args.batch_size, args.seq_len, args.dtype, args.optimizer, frozen_dtype=frozen)
     print(f"{args.model}: {sum(p.numel() for p in model.parameters())/1e6:.1f} M parameters; method {schedule!r}; "
           f"batch {args.batch_size} x {args.seq_len}; {args.dtype}; {args.optimizer}")
     print(pred.table())
     res = dict(model=args.model, method=schedule.name, options=schedule.options, batch_size=args.batch_size, seq_len=args.seq_len,
-               dtype=args.dtype, optimizer=args.optimizer, worst_step=pred.worst.label, predicted=pred.as_dict(),
+               dtype=args.dtype, frozen_dtype=args.frozen_dtype, optimizer=args.optimizer, worst_step=pred.worst.label, predicted=pred.as_dict(),
                per_unit={n: b.as_dict() for n, b in pred.worst.per_unit.items()}, measured=None)
     if args.measure:
         if args.optimizer != 'adamw': raise ValueError("--measure trains with AdamW: drop --optimizer or measure without it.")
         meas = measure_memory(load_model(args.model, args.task), make_schedule(schedule.name, **schedule.options), args.batch_size,
-                              args.seq_len, args.dtype, device=args.device, snapshot=args.snapshot, progress=True)
+                              args.seq_len, args.dtype, device=args.device, snapshot=args.snapshot, progress=True, frozen_dtype=frozen)
         print(compare(pred, meas))
         print(f"measured on {meas.device}: step {meas.step_s*1e3:.0f} ms (forward {meas.phases['forward']*1e3:.0f} ms, "
               f"backward {meas.phases['backward']*1e3:.0f} ms, optimizer {meas.phases['optimizer']*1e3:.0f} ms), {meas.tokens_per_s:.0f} tokens/s")
@@ -359,6 +370,14 @@ def main(argv:list|None=None)->int:
     if args.command == 'train':
         try: _train_command(args)
         except (ValueError, TypeError, ImportError) as e: p.error(str(e))
+        return 0
+    if args.command == 'bench':
+        from lift_nb.bench import bench_command
+        try: res = bench_command(args)
+        except (ValueError, TypeError, ImportError) as e: p.error(str(e))
+        if args.json:
+            with open(args.json, 'w') as f: json.dump(res, f, indent=1)
+            print(f"wrote {args.json}")
         return 0
     if args.command == 'memory':
         try: res = _memory_command(args)

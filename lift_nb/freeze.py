@@ -49,6 +49,27 @@ def model_loss(model:nn.Module, # the model
     return loss
 
 # %% ../nbs/02_freeze.ipynb #7c458913
+_DTYPES = {'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16, 'fp16': torch.float16, 'float16': torch.float16,
+           'fp32': torch.float32, 'float32': torch.float32}
+
+def _as_dtype(d):
+    "None, a name in `_DTYPES` or a floating torch dtype -> a torch dtype (or None)."
+    if d is None or isinstance(d, torch.dtype) and d.is_floating_point: return d
+    if isinstance(d, str) and d.lower() in _DTYPES: return _DTYPES[d.lower()]
+    raise ValueError(f"frozen_dtype must be None, 'bf16', 'fp16' or 'fp32' (or a floating torch dtype), not {d!r}.")
+
+def _module_dtype(m:nn.Module):
+    "The dtype of a module's first floating parameter (None if it has none)."
+    return next((p.dtype for p in m.parameters() if p.is_floating_point()), None)
+
+def _cast_inputs(module, args, kwargs):
+    "Forward pre-hook: floating inputs (hidden states and masks alike) in the module's own dtype."
+    dt = _module_dtype(module)
+    if dt is None: return None
+    f = lambda t: t.to(dt) if t.is_floating_point() and t.dtype != dt else t
+    return _map_tensors(args, f), _map_tensors(kwargs, f)
+
+# %% ../nbs/02_freeze.ipynb #fa518884
 class FreezeEngine:
     "Train only the active units; run the units below them without autograd (backward truncation)."
     def __init__(self,
@@ -56,15 +77,20 @@ class FreezeEngine:
                  units:Units|None=None, # its units (default: `find_units(model)`)
                  truncate:bool=True, # run the frozen prefix without grad; False gives naive freezing
                  state_policy:str='reset', # on a switch, 'reset' drops a leaving unit's optimizer state, 'keep' parks it on the CPU
+                 frozen_dtype=None, # 'bf16'/'fp16' (or a torch dtype): store and run units with nothing to train in it; None: as loaded
                 ):
         if state_policy not in ('reset', 'keep'): raise ValueError(f"state_policy must be 'reset' or 'keep', not {state_policy!r}.")
         self.model, self.units, self.truncate, self.state_policy = model, units or find_units(model), truncate, state_policy
+        self.frozen_dtype = _as_dtype(frozen_dtype)
         other = getattr(model, '_lift_nb_engine', None)
         if other is not None: raise RuntimeError(f"This model already has an engine ({other!r}); call its .remove() first: "
                                                   "two engines would fight over requires_grad and the hooks.")
         self.active, self.params, self.optimizer, self._hooks, self._parked, self._modes = [], None, None, [], {}, []
         self._group, self._group_of, self._prune = {}, None, True
         self._initial = {id(p): p.requires_grad for p in model.parameters()}
+        self._dtype0 = {id(p): p.dtype for p in model.parameters()}  # the dtype a parameter returns to when it trains
+        self._out_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        self._cast_hooks = []
         model._lift_nb_engine = self
 
     @property
@@ -105,6 +131,7 @@ class FreezeEngine:
         self.active, self.params = units, params
         live = {id(p) for p in self.trainable_parameters()}
         for p in self.model.parameters(): p.requires_grad_(id(p) in live)
+        self._set_dtypes()
         self._install_hooks()
         self._sync_optimizer()
         return units
@@ -134,9 +161,11 @@ class FreezeEngine:
     def remove(self):
         "Remove the hooks, forget the optimizer and restore the `requires_grad` flags found at creation."
         if getattr(self.model, '_lift_nb_engine', None) is not self: return  # already removed: leave a newer engine alone
-        for h in self._hooks: h.remove()
-        self._hooks, self.active, self.params, self.optimizer, self._parked = [], [], None, None, {}
-        for p in self.model.parameters(): p.requires_grad_(self._initial.get(id(p), True))
+        for h in self._hooks + self._cast_hooks: h.remove()
+        self._hooks, self._cast_hooks, self.active, self.params, self.optimizer, self._parked = [], [], [], None, None, {}
+        for p in self.model.parameters():
+            p.requires_grad_(self._initial.get(id(p), True))
+            if p.dtype != self._dtype0.get(id(p), p.dtype): p.data = p.data.to(self._dtype0[id(p)])
         if getattr(self.model, '_lift_nb_engine', None) is self: del self.model._lift_nb_engine
 
     def __enter__(self): return self
@@ -179,6 +208,32 @@ class FreezeEngine:
             t = t.detach()
             return t.requires_grad_() if ckpt and t.is_floating_point() else t
         return _map_tensors(args, cut), _map_tensors(kwargs, cut)
+
+    # -- frozen units in low precision ----------------------------------------------------------
+    def low_precision_units(self)->list:
+        "The units stored and run in `frozen_dtype` now: those none of whose parameters trains."
+        if self.frozen_dtype is None or not self.active: return []
+        live = {id(p) for p in self.trainable_parameters()}
+        return [u for u in self.units if not any(id(p) in live for p in u.parameters())]
+
+    def _set_dtypes(self):
+        "Cast the parameters of fully frozen units to `frozen_dtype`, and those of units that train back to their own dtype."
+        if self.frozen_dtype is None: return
+        low = {u.name for u in self.low_precision_units()}
+        for u in self.units:
+            for p in u.parameters():
+                if not p.is_floating_point(): continue
+                want = self.frozen_dtype if u.name in low else self._dtype0[id(p)]
+                if p.dtype != want: p.data = p.data.to(want)  # a unit that trains again starts from its rounded weights
+        if not self._cast_hooks:  # each unit's modules take floating inputs in their own dtype, give outputs in the model's
+            for u in self.units:
+                for _, m in u.modules:
+                    self._cast_hooks.append(m.register_forward_pre_hook(_cast_inputs, with_kwargs=True))
+                    self._cast_hooks.append(m.register_forward_hook(self._cast_output))
+
+    def _cast_output(self, module, args, output):
+        dt = self._out_dtype
+        return _map_tensors(output, lambda t: t.to(dt) if t.is_floating_point() and t.dtype != dt else t)
 
     # -- optimizer -------------------------------------------------------------------------------
     def _sync_optimizer(self):

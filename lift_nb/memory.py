@@ -94,6 +94,7 @@ def predict_memory(model:torch.nn.Module, # the model (any size; the probe runs 
                    optimizer:str='adamw', # 'adamw', 'adam', 'sgd' or 'sgd-momentum'
                    probe_batch:int=1, # sequences in the first probe (a second runs twice as many): saved bytes = fixed + per-sequence x batch
                    steps:int|None=None, # run length the schedule is set up for (default: 4 per block, enough for every method)
+                   frozen_dtype:str|None=None, # 'bf16': units with nothing to train stored in bf16 (as `FreezeEngine` does)
                   )->MemoryPrediction:
     "Predict the memory of training `model` with `method`: per selection, per unit, by category."
     if optimizer not in OPTIMIZER_STATES: raise ValueError(f"optimizer must be one of {list(OPTIMIZER_STATES)}, not {optimizer!r}.")
@@ -111,12 +112,13 @@ def predict_memory(model:torch.nn.Module, # the model (any size; the probe runs 
     states = OPTIMIZER_STATES[optimizer]
     out = []
     for sel in _distinct(schedule, units, schedule.total_steps):
-        with FreezeEngine(model, units) as eng:
+        with FreezeEngine(model, units, frozen_dtype=frozen_dtype) as eng:
             eng.activate(list(sel.units), sel.params)
             live = {id(p) for p in eng.trainable_parameters()}
             trs = []
             for batch in probes:
                 with autocast_for(dtype, device): trs.append(trace_backward(model, batch, units, active=eng.active, backward=False))
+            size = {id(p): p.element_size() for p in model.parameters()}  # as stored during the step (frozen_dtype)
             label = ' + '.join(u.name for u in eng.active) if len(eng.active) <= 3 else f"{len(eng.active)} units"
             if sel.tag: label = f"{sel.tag} of {label}"
         per = {}
@@ -126,7 +128,7 @@ def predict_memory(model:torch.nn.Module, # the model (any size; the probe runs 
             per_seq = (trs[1].rows[name].saved_bytes - row.saved_bytes) / probe_batch
             fixed = row.saved_bytes - per_seq * probe_batch
             tp = [p for p in ps if id(p) in live]
-            per[name] = Breakdown(params=sum(p.numel() * p.element_size() for p in ps),
+            per[name] = Breakdown(params=sum(p.numel() * size[id(p)] for p in ps),
                                   grads=sum(p.numel() * p.element_size() for p in tp),
                                   optimizer=sum(states * p.numel() * 4 + (4 if states else 0) for p in tp),
                                   activations=int(round(fixed + per_seq * batch_size)))
@@ -163,6 +165,7 @@ def measure_memory(model:torch.nn.Module, # the model to train for a few steps (
                    snapshot:str|None=None, # on CUDA: write a memory snapshot here (open it at pytorch.org/memory_viz)
                    progress:bool=False, # progress bar
                    say=print, # where the one-line notes go
+                   frozen_dtype:str|None=None, # 'bf16': units with nothing to train stored and run in bf16
                   )->MemoryMeasurement:
     "Run real training steps and report what they held, by category (and, on CUDA, the allocator's peaks)."
     if device is not None and torch.device(device).type == 'cuda' and not torch.cuda.is_available():
@@ -178,7 +181,7 @@ def measure_memory(model:torch.nn.Module, # the model to train for a few steps (
     data = [_probe_batch(model, batch_size, seq_len, 'cpu', seed=t) for t in range(steps)]  # the model's task: LM or classifier
     record = snapshot is not None and dev.type == 'cuda'
     if record: torch.cuda.memory._record_memory_history(max_entries=200_000)
-    try: out = run_steps(model, schedule, data, steps, batch_size, progress=progress, dtype=dtype, device=dev)
+    try: out = run_steps(model, schedule, data, steps, batch_size, progress=progress, dtype=dtype, device=dev, frozen_dtype=frozen_dtype)
     finally:
         if record:
             torch.cuda.memory._dump_snapshot(snapshot); torch.cuda.memory._record_memory_history(enabled=None)

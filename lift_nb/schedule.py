@@ -76,6 +76,11 @@ class Schedule:
 
     def _blocks(self, idx)->list: return [f'block.{i}' for i in idx]
     def _extras(self, *kinds)->list: return [u.name for u in self.units if u.kind in kinds]
+    def _train_head(self)->bool:
+        "The `train_head` option; None means: train a classifier's head (it is new), not an LM head (it is pretrained)."
+        head = self.options.get('train_head')
+        if head is None: head = type(self.units.model).__name__.endswith('ForSequenceClassification')
+        return bool(head)
 
     def __repr__(self): return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
 
@@ -134,7 +139,7 @@ class Lift(Schedule):
                  schedule='front2end', # 'front2end', 'end2front', 'random', or a list of 1-based block numbers
                  policy:str='grouped', # 'grouped' ("1 1 2 2") or 'cyclic' ("1 2 1 2")
                  steps_per_visit:int=1, # cyclic policy: steps per visit
-                 train_head:bool=True, # train the head (and final norm) with every block
+                 train_head:bool|None=None, # train the head (and final norm) with every block (default: for classifiers only)
                  train_embeddings:bool=False, # train the embeddings with every block (no truncation then)
                  state_policy:str='reset', # 'reset' or 'keep' the optimizer state of a block that leaves
                  seed:int=0, # seed of the random schedule
@@ -190,7 +195,7 @@ class Lift(Schedule):
         return self.order[v % len(self.order)]
 
     def select(self, step):
-        extra = (self._extras('final_norm', 'head') if self.options['train_head'] else []) + \
+        extra = (self._extras('final_norm', 'head') if self._train_head() else []) + \
                 (self._extras('embeddings') if self.options['train_embeddings'] else [])
         return Selection(tuple(self._blocks([self.block(step)]) + extra))
 
@@ -457,9 +462,7 @@ class Lora(Schedule):
             return get_peft_model(model, cfg)
 
     def select(self, step):
-        head = self.options['train_head']
-        if head is None: head = type(self.units.model).__name__.endswith('ForSequenceClassification')
-        return Selection(tuple(self.units.names), _is_lora if head else _is_adapter, 'adapters')
+        return Selection(tuple(self.units.names), _is_lora if self._train_head() else _is_adapter, 'adapters')
 
 # %% ../nbs/03_schedule.ipynb #a5a8d29d
 def selection_grid(selections:list, # one `Selection` (or list of unit names) per step

@@ -73,6 +73,7 @@ class TrainArgs:
     seed:int = 0 # seeds the data order, dropout and the model's randomness
     cpu:bool = False # force the CPU even if a GPU is there
     progress:bool = True # progress bar
+    frozen_dtype:str|None = None # 'bf16': store and run units with nothing to train in bf16 (faster, smaller); None: as loaded
 
 # %% ../nbs/05_train.ipynb #9077f28c
 def collate(examples:list, # dicts with 'input_ids' (lists or tensors) and, for a classifier, 'labels'
@@ -145,9 +146,9 @@ class LayerwiseTrainer:
         self.units = find_units(self.model)
         self.schedule.setup(self.units, args.max_steps)
         self.model = self.accelerator.prepare(self.model)
-        self.engine = FreezeEngine(self.accelerator.unwrap_model(self.model), self.units, state_policy=self.schedule.state_policy)
+        self.engine = FreezeEngine(self.accelerator.unwrap_model(self.model), self.units, state_policy=self.schedule.state_policy,
+                                   frozen_dtype=args.frozen_dtype)
         self.step, self.switch_step, self.history, self.raw_optimizer, self._cpu_peak = 0, 0, [], None, 0
-        self._param_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
 
     def units_model(self): return self.model.get_base_model() if callable(getattr(self.model, 'get_base_model', None)) else self.model
 
@@ -309,7 +310,7 @@ class LayerwiseTrainer:
             tc = time.perf_counter()
             self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
             _sync(dev); t3 = time.perf_counter(); cuda['optimizer'] = _cuda_peaks(dev)
-            memory = dict(params=self._param_bytes, grads=grads, optimizer=optimizer_state_bytes(self.raw_optimizer), activations=saved)
+            memory = dict(params=sum(p.numel() * p.element_size() for p in self.model.parameters()), grads=grads, optimizer=optimizer_state_bytes(self.raw_optimizer), activations=saved)
             self._cpu_peak = max(self._cpu_peak, sum(memory.values()))
             self.step = step + 1
             if dev.type == 'cuda': peak = max(peak, cuda['backward']['allocated'], cuda['optimizer']['allocated'])
@@ -345,6 +346,7 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
               progress:bool=True, # show a progress bar
               loss_fn=None, # `loss_fn(output, batch) -> loss`; default: the model's own loss
               dtype:str='fp32', # 'fp32', or 'bf16' mixed precision (autocast; weights, grads and optimizer stay fp32)
+              frozen_dtype:str|None=None, # 'bf16': units with nothing to train are stored and run in bf16
               device:str|None=None, # where to train (default: the GPU if there is one, else the CPU)
              )->dict:
     "Train `model` with `schedule` for `steps`; returns the history (loss, time per phase, memory) and the model."
@@ -354,7 +356,7 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
         raise ValueError(f"{len(data)} sequences cannot fill a batch of {batch_size}: lower batch_size or add data.")
     if not isinstance(data, torch.Tensor) and not len(data): raise ValueError("No batches: `data` is empty.")
     args = TrainArgs(max_steps=steps, learning_rate=lr, batch_size=batch_size, max_grad_norm=None, decay='constant',
-                     mixed_precision='bf16' if dtype == 'bf16' else 'no', progress=progress,
+                     mixed_precision='bf16' if dtype == 'bf16' else 'no', progress=progress, frozen_dtype=frozen_dtype,
                      cpu=device is not None and torch.device(device).type == 'cpu')
     t = LayerwiseTrainer(model, schedule, lambda micro: _batch_at(data, micro, batch_size), args, loss_fn=loss_fn)
     try: t.fit()

@@ -1,0 +1,43 @@
+"`lift_nb.bench` on tiny configs: the result's shape, LIFT per block, the frozen-dtype setting and the targets."
+import pytest
+import torch
+
+from lift_nb.bench import bench, bench_targets, bench_method, targets_table
+from lift_nb.blocks import tiny_model
+
+
+def _bert():
+    return tiny_model('bert', 'classification', n_layers=3, hidden=32, heads=4, vocab=128, positions=64)
+
+
+def test_classifier_bench_trains_the_head_with_every_block():
+    res = bench(_bert, methods=('full', 'lift', 'bitfit', 'freeze-bottom'), seq_len=16, steps=1, warmup=0, progress=False)
+    assert list(res['methods']) == ['full', 'lift', 'bitfit', 'freeze-bottom'] and 'head_share' not in res
+    lift = res['methods']['lift']
+    assert [r['units'] for r in lift['blocks']] == [['block.0', 'head'], ['block.1', 'head'], ['block.2', 'head']]
+    for m in res['methods'].values():
+        assert m['step_s'] > 0 and m['tokens_per_s'] == pytest.approx(2 * 16 / m['step_s'])
+        assert m['ratio_to_full'] == pytest.approx(m['step_s'] / res['methods']['full']['step_s'])
+    # frozen units in bf16: LIFT holds fewer parameter bytes than full fine-tuning, which has no frozen unit
+    assert lift['memory']['params'] < res['methods']['full']['memory']['params']
+    assert res['methods']['full']['memory']['params'] == 4 * sum(p.numel() for p in _bert().parameters())
+
+
+def test_plain_truncation_keeps_fp32_parameters():
+    r = bench_method(_bert, 'lift', seq_len=16, steps=1, warmup=0, frozen_dtype=None, lower_bound=False)
+    assert r['memory']['params'] == 4 * sum(p.numel() for p in _bert().parameters())
+    assert 'lower_bound_step_s' not in r and len(r['blocks']) == 3
+
+
+def test_targets_say_met_or_missed_from_the_figures():
+    m = lambda s, mem: dict(step_s=s, peak_memory_bytes=mem)
+    res = dict(model='llama-small', dtype='fp32', methods=dict(full=m(1.0, 300), lift={**m(0.5, 90), 'ratio_to_lower_bound': 1.1,
+               'lower_bound_step_s': 0.45}, lora=m(0.6, 100)))
+    t = {r['target']: r for r in bench_targets(res)}
+    assert t['LIFT throughput / full']['value'] == 2.0 and not t['LIFT throughput / full']['met']  # 2.6x asked of LLaMA
+    assert t['LIFT throughput / LoRA']['value'] == 1.2 and not t['LIFT throughput / LoRA']['met']
+    assert t['LIFT peak memory / full (fp32)']['met'] and t['LIFT peak memory / LoRA']['met']
+    assert t['LIFT step / lower bound']['met']
+    gpt2 = {r['target']: r for r in bench_targets({**res, 'model': 'gpt2-small'})}
+    assert gpt2['LIFT throughput / full']['met'] and gpt2['LIFT throughput / LoRA']['met']  # 2.0x and 1.2x for GPT-2
+    assert 'MISSED' in targets_table(bench_targets(res))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lift_nb.blocks import tiny_model
+from lift_nb.freeze import FreezeEngine
 from lift_nb.distributed import ENGINE_LIMITS, BlockSync, changes_trainable_set, check_engine
 from lift_nb.schedule import make_schedule
 from lift_nb.train import LayerwiseTrainer, TrainArgs
@@ -66,6 +67,22 @@ t, straight = train('lift', dict(policy='cyclic', state_policy='keep')); t.close
 t, _ = train('lift', dict(policy='cyclic', state_policy='keep'), out=out, stop_after=4); t.close()
 t, resumed = train('lift', dict(policy='cyclic', state_policy='keep'), out=out, resume=f'{out}/checkpoint-4.pt'); t.close()
 res['resume'] = dict(straight=straight.w[-1], resumed=resumed.w[-1])
+# FSDP2 (what accelerate's fsdp_version: 2 calls; accelerate itself enables FSDP only on GPUs): fully_shard + the engine
+from torch.distributed.fsdp import fully_shard
+from lift_nb.freeze import FreezeEngine
+m = model()
+for b in m.transformer.h: fully_shard(b)
+fully_shard(m)
+eng = FreezeEngine(m)
+opt = eng.attach_optimizer(torch.optim.SGD(m.parameters(), lr=0.5))  # linear in the gradients: float noise stays small
+ids, w = torch.tensor([e['input_ids'] for e in examples()]), []
+for step in range(4):
+    eng.activate([f'block.{step}', 'final_norm', 'head'])  # requires_grad changes on the sharded parameters
+    x = ids[(step * 2 + rank) * 4:(step * 2 + rank + 1) * 4]
+    m(input_ids=x, labels=x).loss.backward()
+    opt.step(); opt.zero_grad(set_to_none=True)
+    w.append({n: p.full_tensor().clone() for n, p in m.named_parameters()})
+res['fsdp2'] = dict(w=w, sharded=type(next(m.parameters())).__name__)
 torch.save(res, f'{out}/rank{rank}.pt')
 '''
 
@@ -162,6 +179,26 @@ def test_resume_across_processes_ends_with_the_same_weights(ddp):
         s, m = r['resume']['straight'], r['resume']['resumed']
         assert all(torch.equal(s[n], m[n]) for n in s)
     assert all(torch.equal(ddp[0]['resume']['resumed'][n], ddp[1]['resume']['resumed'][n]) for n in ddp[0]['resume']['resumed'])
+
+
+def test_fsdp2_shards_follow_each_switch(ddp):
+    a, b = ddp[0]['fsdp2'], ddp[1]['fsdp2']
+    assert a['sharded'] == 'DTensor'
+    m = tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    init = {n: p.detach().clone() for n, p in m.named_parameters()}
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 128, (64, 12), generator=g)
+    eng = FreezeEngine(m)
+    opt = eng.attach_optimizer(torch.optim.SGD(m.parameters(), lr=0.5))  # linear in the gradients: float noise stays small
+    for step in range(4):  # one process, the batches of both ranks at once
+        eng.activate([f'block.{step}', 'final_norm', 'head'])
+        x = ids[step * 8:(step + 1) * 8]
+        m(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        for n, p in m.named_parameters():
+            assert torch.equal(a['w'][step][n], b['w'][step][n]), (step, n)
+            torch.testing.assert_close(a['w'][step][n], p.detach(), rtol=1e-4, atol=1e-5, msg=lambda s: f'{step} {n} {s}')
+        assert not torch.equal(a['w'][step][f'transformer.h.{step}.mlp.c_fc.weight'], init[f'transformer.h.{step}.mlp.c_fc.weight'])
+    eng.remove()
 
 
 def test_cli_train_under_torchrun_writes_once(tmp_path):

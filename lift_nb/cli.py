@@ -313,6 +313,7 @@ def _train_command(args)->dict:
     finally: trainer.close()
     if valid_ex is None:  # no validation file: report the loss on (up to 512) training examples, and say so
         metrics.update(trainer.evaluate(train_ex[:512])); metrics['eval_on'] = 'train'
+    if not trainer.accelerator.is_main_process: return metrics  # under `accelerate launch`/torchrun: rank 0 writes and reports
     os.makedirs(args.output_dir, exist_ok=True)
     final = trainer.accelerator.unwrap_model(trainer.model)
     if callable(getattr(final, 'merge_and_unload', None)): final = final.merge_and_unload()  # LoRA: adapters merged, head kept

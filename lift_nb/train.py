@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .blocks import find_units
+from .distributed import BlockSync, check_engine
 from .freeze import FreezeEngine, SavedBytes, model_loss, optimizer_state_bytes
 from .schedule import Schedule, make_schedule
 
@@ -134,8 +135,13 @@ class LayerwiseTrainer:
         if st and st.get('num_processes', 1) == 1 and (st.get('_mixed_precision') != args.mixed_precision or args.cpu):
             AcceleratorState._reset_state()  # one state per process in accelerate: a notebook may train in fp32, then bf16
         self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+        self.engine_name = check_engine(self.schedule, self.accelerator)  # e.g. FSDP1 with a moving method: refused here
+        self.sync = BlockSync(self.accelerator)
+        if args.frozen_dtype and self.engine_name.startswith('fsdp'):
+            raise ValueError(f"frozen_dtype={args.frozen_dtype!r} changes the dtype of parameters that {self.engine_name} has sharded: "
+                             "train without it under FSDP (or use bf16 mixed precision), or launch with DDP.")
         self.loss_fn = loss_fn
-        torch.manual_seed(args.seed); random.seed(args.seed)
+        torch.manual_seed(args.seed + self.accelerator.process_index); random.seed(args.seed)  # dropout differs per process
         self.model = self.schedule.prepare(model)
         cfg = getattr(model, 'config', None)
         self.causal_lm = not type(self.units_model()).__name__.endswith('ForSequenceClassification')
@@ -145,10 +151,16 @@ class LayerwiseTrainer:
         self._check_data(eval_data, 'evaluation')
         self.units = find_units(self.model)
         self.schedule.setup(self.units, args.max_steps)
-        self.model = self.accelerator.prepare(self.model)
+        if self.engine_name == 'fsdp2':  # accelerate shards model and optimizer together; the engine prunes the optimizer later
+            opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay)
+            self.model, self.optimizer = self.accelerator.prepare(self.model, opt)
+            self.units = find_units(self.accelerator.unwrap_model(self.model))  # the same modules, now with sharded parameters
+        else: self.model = self.accelerator.prepare(self.model)
         self.engine = FreezeEngine(self.accelerator.unwrap_model(self.model), self.units, state_policy=self.schedule.state_policy,
                                    frozen_dtype=args.frozen_dtype)
-        self.step, self.switch_step, self.history, self.raw_optimizer, self._cpu_peak = 0, 0, [], None, 0
+        self.step, self.switch_step, self.history, self._cpu_peak = 0, 0, [], 0
+        self.raw_optimizer = self.optimizer.optimizer if self.engine_name == 'fsdp2' else None
+        if self.raw_optimizer is not None: self.engine.attach_optimizer(self.raw_optimizer)
 
     def units_model(self): return self.model.get_base_model() if callable(getattr(self.model, 'get_base_model', None)) else self.model
 
@@ -172,7 +184,7 @@ class LayerwiseTrainer:
 
     # -- data ---------------------------------------------------------------------------------
     def batch(self, micro:int, data=None)->dict:
-        "Micro-batch number `micro`: a seeded permutation per epoch makes it a function of the position alone."
+        "Micro-batch number `micro` (over all processes): a seeded permutation per epoch makes it a function of the position alone."
         data = self.train_data if data is None else data
         if callable(data): return _to(data(micro), self.accelerator.device)  # a batch function: its own order
         bs, n = self.args.batch_size, len(data)
@@ -228,10 +240,13 @@ class LayerwiseTrainer:
     def save(self, path:str|None=None)->str:
         "Write an exact checkpoint (model, optimizer and parked states, schedule, LR state, RNG, position); returns its path."
         path = path or os.path.join(self.args.output_dir, f'checkpoint-{self.step}.pt')
+        rng = self.sync.gather(_rng_state())  # every process's generators (dropout differs per process)
+        if self.engine_name == 'fsdp2': raise NotImplementedError("Checkpoints of FSDP2 runs are not written yet: save_every needs DDP or one process.")
+        if not self.accelerator.is_main_process: self.accelerator.wait_for_everyone(); return path
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
         names = self._names()
         opt = self.raw_optimizer
-        ckpt = dict(step=self.step, switch_step=self.switch_step, history=self.history, rng=_rng_state(),
+        ckpt = dict(step=self.step, switch_step=self.switch_step, history=self.history, rng=rng,
                     model=self.accelerator.unwrap_model(self.model).state_dict(), schedule=self.schedule.state_dict(),
                     optimizer={names[id(p)]: st for p, st in opt.state.items()} if opt is not None else {},
                     groups=[{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups] if opt is not None else [],
@@ -240,6 +255,7 @@ class LayerwiseTrainer:
                     active=[u.name for u in self.engine.active], args=asdict(self.args))
         _atomic_save(ckpt, path)
         self._event('on_save', path=path)
+        self.accelerator.wait_for_everyone()
         return path
 
     def _load(self, path:str):
@@ -251,17 +267,20 @@ class LayerwiseTrainer:
         by_name = {n: p for n, p in self.accelerator.unwrap_model(self.model).named_parameters()}
         self.engine._group.update({id(by_name[n]): g for n, g in ckpt['group_of'].items()})
         self.engine._parked = {by_name[n]: st for n, st in ckpt['parked'].items()}
-        sel = self.schedule.trainable(max(self.step - 1, 0))
+        sel = self.sync.agree(self.schedule.trainable(max(self.step - 1, 0)))
         self.engine.activate(list(sel.units), sel.params)
+        self.model = self.sync.wrap(self.model)
         self._make_optimizer()
         for g, saved in zip(self.raw_optimizer.param_groups, ckpt['groups']): g.update(saved)
         for n, st in ckpt['optimizer'].items(): self.raw_optimizer.state[by_name[n]] = st
-        _set_rng_state(ckpt['rng'])
+        rng = ckpt['rng'] if isinstance(ckpt['rng'], list) else [ckpt['rng']]  # one state per process (older checkpoints: one)
+        _set_rng_state(rng[self.accelerator.process_index] if len(rng) == self.accelerator.num_processes else rng[0])
 
     def _make_optimizer(self):
         if self.raw_optimizer is None:
+            # fused AdamW (one kernel, no per-step temporaries) where torch has it: on a CPU it is several times faster
             self.raw_optimizer = torch.optim.AdamW(self.engine.trainable_parameters(), lr=self.args.learning_rate,
-                                                   weight_decay=self.args.weight_decay)
+                                                   weight_decay=self.args.weight_decay, fused=self.accelerator.device.type in ('cpu', 'cuda'))
             self.engine.attach_optimizer(self.raw_optimizer)
             self.optimizer = self.accelerator.prepare(self.raw_optimizer)
 
@@ -277,11 +296,13 @@ class LayerwiseTrainer:
         self.model.train()
         self._event('on_train_begin', step=self.step)
         t_start, peak = time.perf_counter(), 0
-        bar = tqdm(range(self.step, last), desc=self.schedule.name, disable=not a.progress, initial=self.step, total=a.max_steps)
+        bar = tqdm(range(self.step, last), desc=self.schedule.name, disable=not a.progress or not acc.is_main_process,
+                   initial=self.step, total=a.max_steps)
         for step in bar:
-            sel = self.schedule.trainable(step)
+            sel = self.sync.agree(self.schedule.trainable(step))  # rank 0's choice on every process
             before = [u.name for u in self.engine.active]
             self.engine.activate(list(sel.units), sel.params)
+            self.model = self.sync.wrap(self.model)  # DDP: a new reducer over the new trainable set
             now = [u.name for u in self.engine.active]
             if before and now != before:
                 self.switch_step = step
@@ -291,17 +312,18 @@ class LayerwiseTrainer:
             dev, loss_sum, saved, tokens, t_fwd, t_bwd = acc.device, 0.0, 0, 0, 0.0, 0.0
             _reset_cuda_peak(dev); cuda = {}
             t0 = time.perf_counter()
-            for i in range(a.grad_accum):
-                b = self.batch(step * a.grad_accum + i)
+            for i in range(a.grad_accum):  # process r takes micro-batches r, r + N, ...: N processes = accumulation over N
+                b = self.batch((step * a.grad_accum + i) * acc.num_processes + acc.process_index)
                 tokens += b['input_ids'].numel() if 'input_ids' in b else 0
                 ta = time.perf_counter()
-                with acc.autocast(), SavedBytes(self.model) as sb: loss = model_loss(self.model, b, self.loss_fn) / a.grad_accum
-                _sync(dev); tb = time.perf_counter(); cuda['forward'] = _cuda_peaks(dev)
-                saved = max(saved, sb.total)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"The loss is {float(loss.detach())} at step {step} with {now} active: "
-                                             "lower the learning rate or check the data.")
-                acc.backward(loss)
+                with nullcontext() if i == a.grad_accum - 1 else acc.no_sync(self.model):  # gradients reduced once per step
+                    with acc.autocast(), SavedBytes(self.model) as sb: loss = model_loss(self.model, b, self.loss_fn) / a.grad_accum
+                    _sync(dev); tb = time.perf_counter(); cuda['forward'] = _cuda_peaks(dev)
+                    saved = max(saved, sb.total)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"The loss is {float(loss.detach())} at step {step} with {now} active: "
+                                                 "lower the learning rate or check the data.")
+                    acc.backward(loss)
                 _sync(dev); t_fwd += tb - ta; t_bwd += time.perf_counter() - tb; cuda['backward'] = _cuda_peaks(dev)
                 loss_sum += float(loss.detach())
             self.schedule.observe(step, self.units)
@@ -313,6 +335,7 @@ class LayerwiseTrainer:
             memory = dict(params=sum(p.numel() * p.element_size() for p in self.model.parameters()), grads=grads, optimizer=optimizer_state_bytes(self.raw_optimizer), activations=saved)
             self._cpu_peak = max(self._cpu_peak, sum(memory.values()))
             self.step = step + 1
+            loss_sum = self.sync.mean(loss_sum)  # the loss of the whole step, over every process
             if dev.type == 'cuda': peak = max(peak, cuda['backward']['allocated'], cuda['optimizer']['allocated'])
             log = dict(step=self.step, loss=loss_sum, lr=self.raw_optimizer.param_groups[0]['lr'], step_s=t3 - t0,
                        forward_s=t_fwd, backward_s=t_bwd, optimizer_s=t3 - tc, tokens=tokens, memory=memory,
@@ -327,7 +350,8 @@ class LayerwiseTrainer:
         runtime = time.perf_counter() - t_start
         metrics = dict(train_runtime=runtime, train_steps_per_second=len(bar) / runtime if runtime else 0.0,
                        train_loss=self.history[-1]['loss'] if self.history and 'loss' in self.history[-1] else None,
-                       peak_memory_bytes=peak or self._cpu_peak, method=self.schedule.name, method_options=self.schedule.options)
+                       peak_memory_bytes=peak or self._cpu_peak, method=self.schedule.name, method_options=self.schedule.options,
+                       num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps)
         if self.eval_data is not None: metrics.update(self.evaluate())
         self._event('on_train_end', **metrics)
         return metrics

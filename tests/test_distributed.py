@@ -1,0 +1,240 @@
+"Layer-wise methods on 2 CPU processes (torchrun, gloo, accelerate's DDP): ranks agree, N processes = accumulation over N, resume, the CLI."
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from lift_nb.blocks import tiny_model
+from lift_nb.freeze import FreezeEngine
+from lift_nb.distributed import ENGINE_LIMITS, BlockSync, changes_trainable_set, check_engine
+from lift_nb.schedule import make_schedule
+from lift_nb.train import LayerwiseTrainer, TrainArgs
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+# every method whose trainable set changes during training, with options that switch within 8 steps
+MOVING = {'lift': {}, 'lisa': dict(n_layers=1, interval=2), 'badam': dict(switch_every=2), 'gradual': dict(every=2),
+          'adt-h': dict(k=3, n_freeze=2), 'adt-l': dict(k=3, n_freeze=2), 'autofreeze': dict(interval=2, percentile=90)}
+STEPS, BS = 8, 4
+
+WORKER = '''
+import json, os, sys, torch
+from lift_nb.blocks import tiny_model
+from lift_nb.schedule import make_schedule
+from lift_nb.train import LayerwiseTrainer, TrainArgs
+
+def model(): return tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+def examples():
+    g = torch.Generator().manual_seed(0)
+    return [dict(input_ids=x.tolist()) for x in torch.randint(3, 128, (64, 12), generator=g)]
+
+class Snap:
+    "The weights after every step."
+    def __init__(self): self.w = []
+    def on_step_end(self, tr, info):
+        self.w.append({n: p.detach().clone() for n, p in tr.accelerator.unwrap_model(tr.model).named_parameters()})
+
+def train(method, opts, out=None, stop_after=None, resume=None, grad_accum=1):
+    snap = Snap()
+    t = LayerwiseTrainer(model(), make_schedule(method, **opts), examples(),
+                         TrainArgs(max_steps=%(steps)d, batch_size=%(bs)d, grad_accum=grad_accum, learning_rate=1e-2, cpu=True,
+                                   progress=False, output_dir=out, save_every=4 if out else None), callbacks=[snap])
+    t.fit(resume, stop_after=stop_after)
+    return t, snap
+
+out = sys.argv[1]
+methods = json.loads(sys.argv[2])
+res = {}
+for name, opts in methods.items():
+    t, snap = train(name, opts, grad_accum=2)
+    res[name] = dict(w=snap.w, active=[h['units'] for h in t.history if 'units' in h],
+                     loss=[h['loss'] for h in t.history if 'loss' in h], rewraps=t.sync.rewraps, disagreements=t.sync.disagreements)
+    t.close()
+# LISA's reference code samples on each rank independently: a different seed per rank must still train one block everywhere
+rank = int(os.environ['RANK'])
+rank_seed = rank * 7 + 1
+t, snap = train('lisa', dict(n_layers=1, interval=2, seed=rank_seed))
+res['lisa-rank-seed'] = dict(w=snap.w, active=[h['units'] for h in t.history if 'units' in h], disagreements=t.sync.disagreements)
+t.close()
+# interrupted after step 4 (its checkpoint), resumed: as a straight run
+t, straight = train('lift', dict(policy='cyclic', state_policy='keep')); t.close()
+t, _ = train('lift', dict(policy='cyclic', state_policy='keep'), out=out, stop_after=4); t.close()
+t, resumed = train('lift', dict(policy='cyclic', state_policy='keep'), out=out, resume=f'{out}/checkpoint-4.pt'); t.close()
+res['resume'] = dict(straight=straight.w[-1], resumed=resumed.w[-1])
+# FSDP2 (what accelerate's fsdp_version: 2 calls; accelerate itself enables FSDP only on GPUs): fully_shard + the engine
+from torch.distributed.fsdp import fully_shard
+from lift_nb.freeze import FreezeEngine
+m = model()
+for b in m.transformer.h: fully_shard(b)
+fully_shard(m)
+eng = FreezeEngine(m)
+opt = eng.attach_optimizer(torch.optim.SGD(m.parameters(), lr=0.5))  # linear in the gradients: float noise stays small
+ids, w = torch.tensor([e['input_ids'] for e in examples()]), []
+for step in range(4):
+    eng.activate([f'block.{step}', 'final_norm', 'head'])  # requires_grad changes on the sharded parameters
+    x = ids[(step * 2 + rank) * 4:(step * 2 + rank + 1) * 4]
+    m(input_ids=x, labels=x).loss.backward()
+    opt.step(); opt.zero_grad(set_to_none=True)
+    w.append({n: p.full_tensor().clone() for n, p in m.named_parameters()})
+res['fsdp2'] = dict(w=w, sharded=type(next(m.parameters())).__name__)
+torch.save(res, f'{out}/rank{rank}.pt')
+'''
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='1', HF_HUB_OFFLINE='1')
+    env['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    return env
+
+
+def _free_port()->int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def _torchrun(args, timeout=180):
+    "Run `args` on 2 CPU processes; on failure or timeout show the end of the children's stderr."
+    cmd = [str(BIN / 'torchrun'), '--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port', str(_free_port()), *map(str, args)]
+    try: r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or '')
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{err[-4000:]}")
+    assert r.returncode == 0, f"torchrun failed ({r.returncode}):\n{r.stderr[-4000:]}"
+    return r
+
+
+@pytest.fixture(scope='module')
+def ddp(tmp_path_factory):
+    d = tmp_path_factory.mktemp('ddp')
+    (d / 'worker.py').write_text(textwrap.dedent(WORKER % dict(steps=STEPS, bs=BS)))
+    _torchrun([d / 'worker.py', d, json.dumps(MOVING)])
+    return [torch.load(d / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
+
+
+def _single(method, opts, grad_accum):
+    "The same run in this process, accumulating over the micro-batches the two processes shared."
+    class Snap:
+        w = []
+        def on_step_end(self, tr, info): self.w.append({n: p.detach().clone() for n, p in tr.accelerator.unwrap_model(tr.model).named_parameters()})
+    g = torch.Generator().manual_seed(0)
+    ex = [dict(input_ids=x.tolist()) for x in torch.randint(3, 128, (64, 12), generator=g)]
+    s = Snap(); s.w = []
+    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0), make_schedule(method, **opts), ex,
+                         TrainArgs(max_steps=STEPS, batch_size=BS, grad_accum=grad_accum, learning_rate=1e-2, cpu=True, progress=False),
+                         callbacks=[s])
+    threads = torch.get_num_threads(); torch.set_num_threads(1)  # tiny matrices: more threads only fight over 2 shared cores
+    try: t.fit()
+    finally: t.close(); torch.set_num_threads(threads)
+    return s.w, [h['units'] for h in t.history if 'units' in h], [h['loss'] for h in t.history if 'loss' in h]
+
+
+@pytest.mark.parametrize('method', list(MOVING))
+def test_ranks_hold_identical_weights_after_every_step(ddp, method):
+    a, b = ddp[0][method], ddp[1][method]
+    assert a['active'] == b['active'] and a['disagreements'] == b['disagreements'] == 0
+    for step, (wa, wb) in enumerate(zip(a['w'], b['w'])):
+        bad = [n for n in wa if not torch.equal(wa[n], wb[n])]
+        assert not bad, f"{method}: step {step + 1}: ranks differ in {bad[:3]}"
+
+
+@pytest.mark.parametrize('method', list(MOVING))
+def test_two_processes_equal_one_accumulating_over_both(ddp, method):
+    w, active, loss = _single(method, MOVING[method], grad_accum=4)  # 2 processes x 2 micro-batches
+    d = ddp[0][method]
+    assert d['active'] == active
+    torch.testing.assert_close(d['loss'], loss, rtol=0, atol=1e-5)
+    for step, (wd, ws) in enumerate(zip(d['w'], w)):
+        for n in ws: torch.testing.assert_close(wd[n], ws[n], rtol=1e-3, atol=1e-3, msg=lambda m: f"{method} step {step + 1} {n}: {m}")
+
+
+@pytest.mark.parametrize('method', list(MOVING))
+def test_every_scheduled_block_changed_and_ddp_followed_each_switch(ddp, method):
+    d = ddp[0][method]
+    first, last = d['w'][0], d['w'][-1]
+    init = {n: p.detach() for n, p in tiny_model('gpt2', n_layers=4).named_parameters()}
+    scheduled = sorted({u for units in d['active'] for u in units if u.startswith('block.')})
+    for blk in scheduled:
+        i = blk.split('.')[1]
+        names = [n for n in last if n.startswith(f'transformer.h.{i}.')]
+        assert any(not torch.equal(last[n], init[n]) for n in names), f"{method}: {blk} was scheduled but did not change"
+    switches = sum(1 for x, y in zip(d['active'], d['active'][1:]) if x != y)
+    assert switches >= 1 and d['rewraps'] == switches, (switches, d['rewraps'])  # one new reducer per switch, none otherwise
+    assert first.keys() == last.keys()
+
+
+def test_a_per_rank_random_choice_is_overruled_by_rank_0(ddp):
+    a, b = ddp[0]['lisa-rank-seed'], ddp[1]['lisa-rank-seed']
+    assert a['active'] == b['active']
+    assert b['disagreements'] > 0 and a['disagreements'] == 0  # rank 1's own draws differed; rank 0's were used
+    assert all(torch.equal(a['w'][-1][n], b['w'][-1][n]) for n in a['w'][-1])
+
+
+def test_resume_across_processes_ends_with_the_same_weights(ddp):
+    for r in ddp:
+        s, m = r['resume']['straight'], r['resume']['resumed']
+        assert all(torch.equal(s[n], m[n]) for n in s)
+    assert all(torch.equal(ddp[0]['resume']['resumed'][n], ddp[1]['resume']['resumed'][n]) for n in ddp[0]['resume']['resumed'])
+
+
+def test_fsdp2_shards_follow_each_switch(ddp):
+    a, b = ddp[0]['fsdp2'], ddp[1]['fsdp2']
+    assert a['sharded'] == 'DTensor'
+    m = tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    init = {n: p.detach().clone() for n, p in m.named_parameters()}
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 128, (64, 12), generator=g)
+    eng = FreezeEngine(m)
+    opt = eng.attach_optimizer(torch.optim.SGD(m.parameters(), lr=0.5))  # linear in the gradients: float noise stays small
+    for step in range(4):  # one process, the batches of both ranks at once
+        eng.activate([f'block.{step}', 'final_norm', 'head'])
+        x = ids[step * 8:(step + 1) * 8]
+        m(input_ids=x, labels=x).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        for n, p in m.named_parameters():
+            assert torch.equal(a['w'][step][n], b['w'][step][n]), (step, n)
+            torch.testing.assert_close(a['w'][step][n], p.detach(), rtol=1e-4, atol=1e-5, msg=lambda s: f'{step} {n} {s}')
+        assert not torch.equal(a['w'][step][f'transformer.h.{step}.mlp.c_fc.weight'], init[f'transformer.h.{step}.mlp.c_fc.weight'])
+    eng.remove()
+
+
+def test_cli_train_under_torchrun_writes_once(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    words = 'the film was good bad fine awful plot'.split()
+    tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([' '.join(words)], trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]']))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]', pad_token='[PAD]').save_pretrained(tmp_path / 'm')
+    tiny_model('bert', 'classification', n_layers=2, vocab=16).save_pretrained(tmp_path / 'm')
+    with open(tmp_path / 'train.csv', 'w') as f:
+        f.write('text,label\n' + ''.join(f"the film was {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(32)))
+    r = _torchrun([BIN / 'lift-nb', 'train', '--model_name_or_path', tmp_path / 'm', '--train_file', tmp_path / 'train.csv',
+                   '--label_column', 'label', '--max_steps', '4', '--per_device_train_batch_size', '4', '--method', 'lift',
+                   '--output_dir', tmp_path / 'out', '--save_steps', '2', '--no_progress'])
+    assert r.stdout.count('wrote ') == 1, r.stdout  # rank 0 reports and writes
+    m = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert m['num_processes'] == 2 and m['max_steps'] == 4
+    assert (tmp_path / 'out' / 'checkpoint-4.pt').exists() and (tmp_path / 'out' / 'model.safetensors').exists()
+
+
+def test_engines_that_cannot_follow_a_switch_are_refused():
+    class FakeAccelerator:  # what accelerate reports under an FSDP1 or DeepSpeed launch (neither runs on these CPUs)
+        def __init__(self, t, fsdp2=False): self.distributed_type, self.is_fsdp2 = t, fsdp2
+    for t, eng in (('DistributedType.FSDP', 'fsdp1'), ('DistributedType.DEEPSPEED', 'deepspeed')):
+        with pytest.raises(ValueError, match=f"which {eng} does not support.*Instead: "):
+            check_engine(make_schedule('lift'), FakeAccelerator(t))
+        assert check_engine(make_schedule('freeze-bottom'), FakeAccelerator(t)) == eng  # static methods run there
+    assert check_engine(make_schedule('lift'), FakeAccelerator('DistributedType.FSDP', fsdp2=True)) == 'fsdp2'
+    assert check_engine(make_schedule('lisa'), FakeAccelerator('DistributedType.MULTI_GPU')) == 'ddp'
+    assert set(ENGINE_LIMITS) >= {'fsdp1', 'deepspeed'}
+    assert [n for n in ('lift', 'lisa', 'badam', 'gradual', 'adt-h', 'autofreeze', 'full', 'lora', 'freeze-top')
+            if changes_trainable_set(make_schedule(n))] == ['lift', 'lisa', 'badam', 'gradual', 'adt-h', 'autofreeze']
+
+
+def test_several_processes_without_a_distributed_accelerator_are_refused(monkeypatch):
+    class OneProcess: num_processes = 1  # what accelerate reports when it was not told to use the CPUs of a launch
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(RuntimeError, match='ACCELERATE_USE_CPU=1'): BlockSync(OneProcess())

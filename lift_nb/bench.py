@@ -12,12 +12,12 @@ import torch
 
 from .blocks import BUILTIN_MODELS, find_units, load_model
 from .freeze import FreezeEngine, model_loss
-from .schedule import Schedule, make_schedule
-from .train import autocast_for, run_steps
+from .schedule import Schedule, canonical_method, make_schedule
+from .train import _batch_at, autocast_for, run_steps
 
 # %% auto #0
-__all__ = ['MOVING', 'DEFAULT_METHODS', 'bench_data', 'time_forward', 'head_share', 'bench_method', 'bench', 'bench_table',
-           'bench_targets', 'targets_table', 'plot_bench', 'add_bench_args', 'bench_command']
+__all__ = ['DEFAULT_METHODS', 'bench_data', 'time_forward', 'head_share', 'bench_method', 'bench', 'bench_table', 'bench_targets',
+           'targets_table', 'plot_bench', 'add_bench_args', 'bench_command']
 
 # %% ../nbs/07_bench.ipynb #3e5d1c92
 def bench_data(model:torch.nn.Module, # the model the batches are for
@@ -37,25 +37,25 @@ def bench_data(model:torch.nn.Module, # the model the batches are for
     return [dict(input_ids=ids[i:i + batch_size], attention_mask=torch.ones_like(ids[i:i + batch_size]), labels=labels[i:i + batch_size])
             for i in range(0, n * batch_size, batch_size)]
 
-def _first_batch(data, batch_size:int)->dict:
-    if isinstance(data, torch.Tensor): return dict(input_ids=data[:batch_size], labels=data[:batch_size])
-    return data[0]
-
 # %% ../nbs/07_bench.ipynb #d64da1b8
 def time_forward(model:torch.nn.Module, # the model (as the engine set it up, if one is attached)
                  batch:dict, # one batch
                  dtype:str='fp32', # 'fp32' or 'bf16' autocast
                  repeats:int=3, # timed passes (after one untimed)
+                 train:bool=True, # in training mode (dropout on, as the training steps run); the model's mode is restored
                 )->float:
     "Median seconds of a no-grad forward pass (loss included)."
     dev = next(model.parameters()).device
     batch = {k: v.to(dev) for k, v in batch.items()}
-    ts = []
-    with torch.no_grad(), autocast_for(dtype, dev):
-        for i in range(repeats + 1):
-            t0 = time.perf_counter(); model_loss(model, batch)
-            if dev.type == 'cuda': torch.cuda.synchronize(dev)
-            if i: ts.append(time.perf_counter() - t0)
+    ts, was_training = [], model.training
+    model.train(train)
+    try:
+        with torch.no_grad(), autocast_for(dtype, dev):
+            for i in range(repeats + 1):
+                t0 = time.perf_counter(); model_loss(model, batch)
+                if dev.type == 'cuda': torch.cuda.synchronize(dev)
+                if i: ts.append(time.perf_counter() - t0)
+    finally: model.train(was_training)
     return statistics.median(ts)
 
 def head_share(model:torch.nn.Module, # the model
@@ -79,7 +79,11 @@ def head_share(model:torch.nn.Module, # the model
     return statistics.median(shares)
 
 # %% ../nbs/07_bench.ipynb #78ddd898
-MOVING = ('lift',)  # methods benchmarked over a whole schedule, block by block
+def _bench_schedule(method)->Schedule:
+    "A configured `Schedule` as it is; a name with its defaults, except LIFT: front to end, grouped (the paper's setting)."
+    if not isinstance(method, str): return method
+    if canonical_method(method) == 'lift': return make_schedule('lift', schedule='front2end', policy='grouped')
+    return make_schedule(method)
 
 def _fresh(model):
     "A fresh model: call a factory, or load a name (built-in config, local folder or hub id)."
@@ -105,12 +109,11 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
                 )->dict:
     "Train a fresh model with `method`; step time, tokens/s and memory (and, for LIFT, per block)."
     if steps < 1 or warmup < 0: raise ValueError(f"steps must be at least 1 and warmup at least 0, not {steps} and {warmup}.")
-    sched = make_schedule(method) if isinstance(method, str) else method
+    sched = _bench_schedule(method)
     model = _fresh(model)
     data = bench_data(model, batch_size, seq_len)
     n_blocks = find_units(model).n_blocks
-    moving = sched.name in MOVING
-    if moving: sched = make_schedule(sched.name, **{**sched.options, **({'schedule': 'front2end', 'policy': 'grouped'} if sched.name == 'lift' else {})})
+    moving = not sched.static
     total = (warmup + steps) * (n_blocks if moving else 1)
     r = run_steps(model, sched, data, total, batch_size=batch_size, lr=lr, progress=progress, dtype=dtype, frozen_dtype=frozen_dtype)
     hist = r['history']
@@ -127,9 +130,9 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
     out = dict(method=sched.name, options=sched.options, step_s=step_s, tokens_per_s=tokens / step_s,
                peak_memory_bytes=peak['peak'], memory=peak,
                phases={k: statistics.mean(row[f'{k}_s'] for row in rows) for k in ('forward', 'backward', 'optimizer')})
-    if moving:
+    if moving and all(len([u for u in row['units'] if u.startswith('block.')]) == 1 for row in rows):  # one block at a time
         model = r['model']
-        batch = _first_batch(data, batch_size)
+        batch = _batch_at(data, 0, batch_size)
         for row in rows:
             row['block'] = int(next(u for u in row['units'] if u.startswith('block.')).split('.')[1])
             if lower_bound:
@@ -161,12 +164,12 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
          )->dict:
     "Benchmark `methods` side by side on `model`: step time, ratio to full fine-tuning, tokens/s, memory."
     autocast_for(dtype)  # validates it
-    scheds = [make_schedule(m) if isinstance(m, str) else m for m in methods]
+    scheds = [_bench_schedule(m) for m in methods]
     if not any(s.name == 'full' for s in scheds): scheds.insert(0, make_schedule('full'))
     names = [s.name for s in scheds]
     if len(set(names)) != len(names): raise ValueError(f"Each method once, please: {names}.")
     probe = _fresh(model)
-    batch = _first_batch(bench_data(probe, batch_size, seq_len), batch_size)
+    batch = _batch_at(bench_data(probe, batch_size, seq_len), 0, batch_size)
     causal = not type(probe).__name__.endswith('ForSequenceClassification')
     res = dict(model=model if isinstance(model, str) else getattr(probe.config, 'model_type', 'model'),
                n_blocks=find_units(probe).n_blocks, params=sum(p.numel() for p in probe.parameters()),
@@ -294,10 +297,10 @@ def bench_command(args)->dict:
     for k in ('batch_size', 'seq_len', 'steps'):
         if getattr(args, k) < 1: raise ValueError(f"--{k} must be at least 1, not {getattr(args, k)}.")
     if args.warmup < 0: raise ValueError(f"--warmup must be at least 0, not {args.warmup}.")
-    methods = [make_schedule(m) for m in args.methods]
+    methods = [canonical_method(m) for m in args.methods]  # an unknown name fails here, with the valid ones
     if args.method:
         s = schedule_from_args(args)
-        methods = [s if m.name == s.name else m for m in methods] + ([s] if s.name not in [m.name for m in methods] else [])
+        methods = [s if m == s.name else m for m in methods] + ([s] if s.name not in methods else [])
     elif any(v is not None for k, v in vars(args).items() if k.startswith('m_')):
         raise ValueError("Method option flags need --method NAME: say which method they configure.")
     if args.threads: torch.set_num_threads(args.threads)
@@ -305,7 +308,6 @@ def bench_command(args)->dict:
     out = {}
     for name in args.model or list(BUILTIN_MODELS):
         model = name if (name in BUILTIN_MODELS or args.task is None) else (lambda n=name: load_model(n, args.task))
-        load_model(name, args.task) if not callable(model) and name not in BUILTIN_MODELS else None  # a clear error before timing
         print(f"== {name}", flush=True)
         res = bench(model, methods, args.batch_size, args.seq_len, args.steps, args.warmup, args.dtype, frozen)
         res['model'] = name

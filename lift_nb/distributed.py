@@ -12,18 +12,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .schedule import Schedule, Selection, canonical_method
+from .schedule import Schedule, Selection
 
 # %% auto #0
-__all__ = ['STATIC_METHODS', 'ENGINE_LIMITS', 'changes_trainable_set', 'engine_name', 'check_engine', 'BlockSync']
+__all__ = ['ENGINE_LIMITS', 'changes_trainable_set', 'engine_name', 'check_engine', 'BlockSync']
 
 # %% ../nbs/08_distributed.ipynb #6bfcf25f
-STATIC_METHODS = ('full', 'head', 'bitfit', 'lora', 'freeze-bottom', 'freeze-top', 'freeze-interval')  # same trainable set every step
-
 def changes_trainable_set(schedule:Schedule)->bool:
-    "Does `schedule` train different parameters at different steps? (Unknown, registered-later methods: assumed to.)"
-    try: return canonical_method(schedule.name) not in STATIC_METHODS
-    except ValueError: return True
+    "Does `schedule` train different parameters at different steps? (`Schedule.static` says; a method that does not set it is assumed to.)"
+    return not schedule.static
 
 def engine_name(accelerator)->str:
     "The engine an `Accelerator` runs: 'single', 'ddp', 'fsdp1', 'fsdp2', 'deepspeed', or the distributed type in lower case."

@@ -173,9 +173,10 @@ def measure_memory(model:torch.nn.Module, # the model to train for a few steps (
     schedule = make_schedule(method) if isinstance(method, str) else method
     if steps is None:  # enough steps to meet the selections `predict_memory` weighs
         n = find_units(model).n_blocks
-        if schedule.name == 'lift': steps = n
+        if schedule.name == 'lift':  # one pass, a step per block, whatever the visits' lengths
+            steps, schedule = n, make_schedule('lift', **{**schedule.options, 'policy': 'grouped', 'steps_per_visit': None, 'passes': None})
         elif schedule.name == 'badam': steps, schedule = n, make_schedule('badam', **{**schedule.options, 'switch_every': 1})
-        elif schedule.name in ('full', 'head', 'bitfit', 'lora', 'freeze-bottom', 'freeze-top', 'freeze-interval'): steps = 2
+        elif schedule.static: steps = 2
         else: steps = 4 * max(n, 2)  # the moving ones, over predict_memory's default run
     dev = torch.device(device) if device else next(model.parameters()).device
     data = [_probe_batch(model, batch_size, seq_len, 'cpu', seed=t) for t in range(steps)]  # the model's task: LM or classifier

@@ -5,6 +5,7 @@
 # %% ../nbs/03_schedule.ipynb #d93a1ddc
 from __future__ import annotations
 
+import bisect
 import inspect
 import math
 import random
@@ -39,6 +40,7 @@ class Schedule:
     "Base class of every method: which units are trainable at each step."
     name:str = ''
     state_policy:str = 'reset'
+    static:bool = False # True: the same selection at every step (the memory probe, DDP and the bench rely on it)
 
     def __init__(self, **options): self.options, self.units, self.total_steps = options, None, None
 
@@ -133,25 +135,33 @@ def _visit_rng(seed:int, visit:int)->random.Random:
 
 @register_schedule('lift', aliases=('layerwise',))
 class Lift(Schedule):
-    "LIFT: one block at a time, over a range, in an order, grouped or cyclic."
+    "LIFT: one block at a time, over a range, in an order, grouped or cyclic (default: end to front, two passes)."
     def __init__(self,
                  range:tuple|None=None, # (a, b): blocks a..b, 1-based inclusive as in the paper; None: all blocks
-                 schedule='front2end', # 'front2end', 'end2front', 'random', or a list of 1-based block numbers
-                 policy:str='grouped', # 'grouped' ("1 1 2 2") or 'cyclic' ("1 2 1 2")
-                 steps_per_visit:int=1, # cyclic policy: steps per visit
+                 schedule='end2front', # 'end2front', 'front2end', 'random', or a list of 1-based block numbers
+                 policy:str='cyclic', # 'cyclic' ("1 2 1 2") or 'grouped' ("1 1 2 2")
+                 steps_per_visit:int|None=None, # cyclic policy: steps per visit (None: ceil(t / (passes x N)))
+                 passes:int|None=None, # cyclic policy without steps_per_visit: passes over the blocks (None: 2)
                  train_head:bool|None=None, # train the head (and final norm) with every block (default: for classifiers only)
                  train_embeddings:bool=False, # train the embeddings with every block (no truncation then)
                  state_policy:str='reset', # 'reset' or 'keep' the optimizer state of a block that leaves
                  seed:int=0, # seed of the random schedule
                  allow_partial:bool=False, # allow fewer steps than blocks (some blocks never train)
                 ):
-        super().__init__(range=range, schedule=schedule, policy=policy, steps_per_visit=steps_per_visit, train_head=train_head,
-                         train_embeddings=train_embeddings, state_policy=state_policy, seed=seed, allow_partial=allow_partial)
+        super().__init__(range=range, schedule=schedule, policy=policy, steps_per_visit=steps_per_visit, passes=passes,
+                         train_head=train_head, train_embeddings=train_embeddings, state_policy=state_policy, seed=seed,
+                         allow_partial=allow_partial)
         if policy not in ('grouped', 'cyclic'): raise ValueError(f"policy must be 'grouped' or 'cyclic', not {policy!r}.")
         if isinstance(schedule, str) and schedule not in ('front2end', 'end2front', 'random'):
             raise ValueError(f"schedule must be 'front2end', 'end2front', 'random' or a list of 1-based block numbers, not {schedule!r}.")
         if state_policy not in ('reset', 'keep'): raise ValueError(f"state_policy must be 'reset' or 'keep', not {state_policy!r}.")
-        if steps_per_visit < 1: raise ValueError(f"steps_per_visit must be at least 1, not {steps_per_visit}.")
+        for k, v in (('steps_per_visit', steps_per_visit), ('passes', passes)):
+            if v is not None and not (isinstance(v, int) and v >= 1): raise ValueError(f"{k} must be an int of at least 1, not {v!r}.")
+        if policy == 'grouped' and (steps_per_visit not in (None, 1) or passes not in (None, 1)):
+            raise ValueError("steps_per_visit and passes apply to the cyclic policy; the grouped policy is one pass, "
+                             "floor(t/N) steps per block. Use policy='cyclic'.")
+        if steps_per_visit is not None and passes is not None:
+            raise ValueError("Give steps_per_visit or passes, not both: passes sets steps_per_visit = ceil(t / (passes x N)).")
         self.state_policy = state_policy
 
     def _check(self):
@@ -166,25 +176,27 @@ class Lift(Schedule):
             if bad or not sched: raise ValueError(f"Custom LIFT order {sched!r}: every entry must be a block number in the range {a}..{b} (1-based).")
             self.order = [k - 1 for k in sched]
         n_vis, t = len(self.order), self.total_steps
-        if self.options['policy'] == 'grouped' and t < n_vis and not self.options['allow_partial']:
+        spv = self.options['steps_per_visit'] if self.options['policy'] == 'cyclic' else None
+        if not spv and t < n_vis and not self.options['allow_partial']:
             raise ValueError(f"{t} steps for {n_vis} blocks: with floor(t/N) = 0 steps per block, blocks "
                              f"{[k + 1 for k in self.order[t:]]} (1-based) would never train. Use at least {n_vis} steps, "
                              "a smaller range, or allow_partial=True to train only the first ones.")
-        if self.options['policy'] == 'grouped' and self.options['steps_per_visit'] != 1:
-            raise ValueError("steps_per_visit applies to the cyclic policy; the grouped policy gives each block floor(t/N) steps.")
-        visits = -(-t // self.options['steps_per_visit'])
-        if self.options['policy'] == 'cyclic' and visits < n_vis and not self.options['allow_partial']:
-            raise ValueError(f"{t} steps of {self.options['steps_per_visit']} per visit reach only {visits} of the {n_vis} blocks: "
-                             f"blocks {[k + 1 for k in self.order[visits:]]} (1-based) would never train. Use more steps, fewer "
-                             "steps_per_visit, or allow_partial=True.")
-        per, extra = divmod(t, n_vis)
-        # grouped: visit v covers steps [start[v], start[v+1]); the first `extra` visits get one more step
-        self._starts = [v * per + min(v, extra) for v in range(n_vis + 1)]
+        if spv:
+            visits = -(-t // spv)
+            if visits < n_vis and not self.options['allow_partial']:
+                raise ValueError(f"{t} steps of {spv} per visit reach only {visits} of the {n_vis} blocks: blocks "
+                                 f"{[k + 1 for k in self.order[visits:]]} (1-based) would never train. Use more steps, fewer "
+                                 "steps_per_visit, or allow_partial=True.")
+            self._starts = None
+        else:  # grouped (one pass) or cyclic by passes: the t steps split as evenly as they go over the visits
+            n_tot = n_vis * (1 if self.options['policy'] == 'grouped' else self.options['passes'] or 2)
+            per, extra = divmod(t, n_tot)  # visit v covers steps [start[v], start[v+1]); the first `extra` visits get one more
+            self._starts = [v * per + min(v, extra) for v in range(n_tot + 1)]
 
     def visit(self, step:int)->int:
         "The index of the visit `step` belongs to."
-        if self.options['policy'] == 'cyclic': return step // self.options['steps_per_visit']
-        return max(v for v in range(len(self.order)) if self._starts[v] <= step)
+        if self._starts is None: return step // self.options['steps_per_visit']
+        return bisect.bisect_right(self._starts, step) - 1  # visits of no step (t < visits) are skipped
 
     def block(self, step:int)->int:
         "The 0-based block trained at `step`."
@@ -203,12 +215,14 @@ class Lift(Schedule):
 @register_schedule('full', aliases=('ft-full', 'full-ft'))
 class Full(Schedule):
     "Full fine-tuning: every unit, every step."
+    static = True
     def __init__(self): super().__init__()
     def select(self, step): return Selection(tuple(self.units.names))
 
 @register_schedule('head', aliases=('linear-probe', 'head-only'))
 class Head(Schedule):
     "Train the head (and final norm, if `train_final_norm`) only: a linear probe."
+    static = True
     def __init__(self,
                  train_final_norm:bool=False, # also train the final norm
                 ): super().__init__(train_final_norm=train_final_norm)
@@ -219,12 +233,14 @@ def _is_bias(unit, name, p): return unit.kind == 'head' or name.endswith('bias')
 @register_schedule('bitfit', aliases=('bias',))
 class BitFit(Schedule):
     "BitFit: every bias term of the model, and the head."
+    static = True
     def __init__(self): super().__init__()
     def select(self, step): return Selection(tuple(self.units.names), _is_bias, 'biases')
 
 # %% ../nbs/03_schedule.ipynb #b1dc5b35
 class _Static(Schedule):
     "A schedule whose selection does not change with the step."
+    static = True
     def _frozen(self)->list: raise NotImplementedError
     def _check(self): self._frozen()  # a p that freezes no block, or all, fails at setup
     def select(self, step):
@@ -437,6 +453,7 @@ def _is_adapter(unit, name, p): return 'lora_' in name
 @register_schedule('lora')
 class Lora(Schedule):
     "LoRA through `peft`: low-rank adapters on the attention projections, plus the head."
+    static = True
     def __init__(self,
                  r:int|None=None, # rank (default: `LORA_DEFAULTS[model_type]`, else 8)
                  alpha:int|None=None, # scaling numerator, lora_alpha (default: from `LORA_DEFAULTS`, else 2r)

@@ -216,20 +216,27 @@ class LayerwiseTrainer:
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, data=None)->dict:
-        "Loss and accuracy (classifier) or loss and perplexity (causal LM) on `data` (default: the eval data)."
+        "Loss and accuracy (classifier) or loss and perplexity (causal LM) on `data` (default: the eval data), sharded over the processes."
         data = self.eval_data if data is None else data
         if not data: raise ValueError("No evaluation data.")
+        acc, bs = self.accelerator, self.args.batch_size
+        starts = list(range(0, len(data), bs))[acc.process_index::acc.num_processes]  # this process's share of the batches
+        rounds = -(-len(range(0, len(data), bs)) // acc.num_processes)  # every process runs as many forwards (FSDP gathers in each)
         self.model.eval()
-        tot, n, correct = 0.0, 0, 0
-        for start in range(0, len(data), self.args.batch_size):
-            b = collate([data[j] for j in range(start, min(start + self.args.batch_size, len(data)))], self.pad_id, self.causal_lm)
-            b = {k: v.to(self.accelerator.device) for k, v in b.items()}
-            with self.accelerator.autocast(): out = self.model(**b)
+        tot = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss x examples, examples, correct
+        for r in range(rounds):
+            start = starts[r] if r < len(starts) else 0  # a process short of batches re-runs the first one, counted as nothing
+            b = collate([data[j] for j in range(start, min(start + bs, len(data)))], self.pad_id, self.causal_lm)
+            b = {k: v.to(acc.device) for k, v in b.items()}
+            with acc.autocast(): out = self.model(**b)
+            if r >= len(starts): continue
             k = len(b['input_ids'])
-            tot += float(out.loss) * k; n += k
-            if not self.causal_lm: correct += int((out.logits.argmax(-1) == b['labels']).sum())
+            tot[0] += float(out.loss) * k; tot[1] += k
+            if not self.causal_lm: tot[2] += int((out.logits.argmax(-1) == b['labels']).sum())
         self.model.train()
-        m = dict(eval_loss=tot / n)
+        if acc.num_processes > 1: tot = acc.reduce(tot, reduction='sum')
+        loss, n, correct = tot.tolist()
+        m = dict(eval_loss=loss / n)
         if self.causal_lm: m['eval_perplexity'] = float(torch.exp(torch.tensor(m['eval_loss'])))
         else: m['eval_accuracy'] = correct / n
         return m

@@ -4,6 +4,7 @@
 
 Cells flagged `#| cuda`, `#| slow` or `#| eval: false` keep their stored outputs (they are real runs from a
 machine that could run them); set RUN_ALL=1 to run them too (e.g. `#| slow` cells on a CPU, `#| cuda` on a GPU).
+CELL_TIMEOUT sets the limit per cell in seconds (default 1800).
 """
 import os
 import sys
@@ -31,7 +32,7 @@ def execute(path:str):
     kept = {i: c for i, c in enumerate(nb.cells) if c.cell_type == 'code' and _skipped(c)}
     for i in kept: nb.cells[i] = nbformat.v4.new_raw_cell('')
     t = time.time()
-    NotebookClient(nb, timeout=1800, kernel_name='python3', resources={'metadata': {'path': os.path.dirname(path) or '.'}}).execute()
+    NotebookClient(nb, timeout=int(os.environ.get('CELL_TIMEOUT', 1800)), kernel_name='python3', resources={'metadata': {'path': os.path.dirname(path) or '.'}}).execute()
     for i, c in kept.items(): nb.cells[i] = c
     nbformat.write(nb, path)
     print(f'{path}: {time.time() - t:.1f} s')

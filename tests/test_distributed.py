@@ -67,6 +67,13 @@ t, straight = train('lift', dict(policy='cyclic', state_policy='keep')); t.close
 t, _ = train('lift', dict(policy='cyclic', state_policy='keep'), out=out, stop_after=4); t.close()
 t, resumed = train('lift', dict(policy='cyclic', state_policy='keep'), out=out, resume=f'{out}/checkpoint-4.pt'); t.close()
 res['resume'] = dict(straight=straight.w[-1], resumed=resumed.w[-1])
+# evaluation sharded over the ranks: 35 examples = 9 batches of 4, so rank 1 has 4 and re-runs one uncounted
+t, _ = train('lift', dict(policy='cyclic', state_policy='keep'))
+forwards = []
+hook = t.accelerator.unwrap_model(t.model).register_forward_pre_hook(lambda *a: forwards.append(1))
+res['eval'] = dict(metrics=t.evaluate(examples()[:35]), forwards=len(forwards),
+                   state={k: v.clone() for k, v in t.accelerator.unwrap_model(t.model).state_dict().items()})
+hook.remove(); t.close()
 # FSDP2 (what accelerate's fsdp_version: 2 calls; accelerate itself enables FSDP only on GPUs): fully_shard + the engine
 from torch.distributed.fsdp import fully_shard
 from lift_nb.freeze import FreezeEngine
@@ -131,6 +138,19 @@ def _single(method, opts, grad_accum):
     try: t.fit()
     finally: t.close(); torch.set_num_threads(threads)
     return s.w, [h['units'] for h in t.history if 'units' in h], [h['loss'] for h in t.history if 'loss' in h]
+
+
+def test_evaluation_is_sharded_and_equals_one_process(ddp):
+    assert [r['eval']['forwards'] for r in ddp] == [5, 5]  # 9 batches over 2 ranks: 5 and 4 (+1 uncounted)
+    assert ddp[0]['eval']['metrics'] == ddp[1]['eval']['metrics']
+    g = torch.Generator().manual_seed(0)
+    ex = [dict(input_ids=x.tolist()) for x in torch.randint(3, 128, (64, 12), generator=g)]
+    m = tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    m.load_state_dict(ddp[0]['eval']['state'])
+    t = LayerwiseTrainer(m, 'full', ex, TrainArgs(max_steps=1, batch_size=BS, cpu=True, progress=False))
+    one = t.evaluate(ex[:35]); t.close()
+    assert one.keys() == ddp[0]['eval']['metrics'].keys()
+    for k, v in one.items(): assert abs(v - ddp[0]['eval']['metrics'][k]) < 1e-5 * max(1, abs(v)), (k, v, ddp[0]['eval']['metrics'][k])
 
 
 @pytest.mark.parametrize('method', list(MOVING))

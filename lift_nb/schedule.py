@@ -140,8 +140,8 @@ class Lift(Schedule):
                  range:tuple|None=None, # (a, b): blocks a..b, 1-based inclusive as in the paper; None: all blocks
                  schedule='end2front', # 'end2front', 'front2end', 'random', or a list of 1-based block numbers
                  policy:str='cyclic', # 'cyclic' ("1 2 1 2") or 'grouped' ("1 1 2 2")
-                 steps_per_visit:int|None=None, # cyclic policy: steps per visit (None: ceil(t / (passes x N)))
-                 passes:int|None=None, # cyclic policy without steps_per_visit: passes over the blocks (None: 2)
+                 steps_per_visit:int|None=None, # cyclic policy: steps per visit (None: set by `passes`)
+                 passes:int|None=None, # cyclic policy without steps_per_visit: passes over the blocks, t split evenly (None: 2)
                  train_head:bool|None=None, # train the head (and final norm) with every block (default: for classifiers only)
                  train_embeddings:bool=False, # train the embeddings with every block (no truncation then)
                  state_policy:str='reset', # 'reset' or 'keep' the optimizer state of a block that leaves
@@ -161,7 +161,7 @@ class Lift(Schedule):
             raise ValueError("steps_per_visit and passes apply to the cyclic policy; the grouped policy is one pass, "
                              "floor(t/N) steps per block. Use policy='cyclic'.")
         if steps_per_visit is not None and passes is not None:
-            raise ValueError("Give steps_per_visit or passes, not both: passes sets steps_per_visit = ceil(t / (passes x N)).")
+            raise ValueError("Give steps_per_visit or passes, not both: passes splits the t steps evenly over passes x N visits.")
         self.state_policy = state_policy
 
     def _check(self):

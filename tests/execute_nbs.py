@@ -3,7 +3,8 @@
     python tests/execute_nbs.py nbs/02_freeze.ipynb [...]     # then: nbdev_export && nbdev_clean
 
 Cells flagged `#| cuda`, `#| slow` or `#| eval: false` keep their stored outputs (they are real runs from a
-machine that could run them); set RUN_ALL=1 to run them too (e.g. `#| slow` cells on a CPU, `#| cuda` on a GPU).
+machine that could run them); set RUN_SLOW=1 to run the `#| slow` ones too (on a CPU), RUN_ALL=1 for every cell
+(`#| cuda` ones on a GPU).
 CELL_TIMEOUT sets the limit per cell in seconds (default 1800).
 """
 import os
@@ -14,7 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-FLAGS = () if os.environ.get('RUN_ALL') else ('cuda', 'slow', 'eval: false', 'eval:false')
+FLAGS = () if os.environ.get('RUN_ALL') else ('cuda', 'eval: false', 'eval:false') + (() if os.environ.get('RUN_SLOW') else ('slow',))
 
 
 def _skipped(cell)->bool:

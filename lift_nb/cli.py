@@ -92,7 +92,10 @@ def run_demo(steps:int=48, # optimizer steps per method
                                     f"{sum(p.numel() for p in model.parameters())/1e6:.2f} M parameters; "
                                     f"batch {batch_size} x {seq_len} tokens, {steps} AdamW steps per method, "
                                     f"{torch.get_num_threads()} threads; loss floor ln(4) = 1.386")
-        r = run_steps(model, method, train, steps, batch_size, lr, progress=progress)
+        # nothing here is pretrained: LIFT runs the paper's order (bottom up) and trains the random head too (see `Lift`)
+        lift = make_schedule('lift', schedule='front2end', policy='grouped', train_head=True)
+        sched = lift if isinstance(method, str) and canonical_method(method) == 'lift' else method
+        r = run_steps(model, sched, train, steps, batch_size, lr, progress=progress)
         results.append(dict(method=method, step_s=r['step_s'], memory=r['memory'], losses=r['history']['loss'],
                             active=r['history']['active'], eval_loss=evaluate(r['model'], valid)))
     if out: out(demo_table(results))

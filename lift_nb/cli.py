@@ -13,6 +13,7 @@ import statistics
 import torch
 
 from .blocks import BUILTIN_MODELS, load_model, tiny_model
+from .distributed import gather_full
 from .memory import OPTIMIZER_STATES, compare, measure_memory, predict_memory
 from .schedule import SCHEDULES, Schedule, canonical_method, make_schedule, method_aliases, schedule_options
 from .train import LayerwiseTrainer, TrainArgs, run_steps
@@ -316,11 +317,13 @@ def _train_command(args)->dict:
     finally: trainer.close()
     if valid_ex is None:  # no validation file: report the loss on (up to 512) training examples, and say so
         metrics.update(trainer.evaluate(train_ex[:512])); metrics['eval_on'] = 'train'
-    if not trainer.accelerator.is_main_process: return metrics  # under `accelerate launch`/torchrun: rank 0 writes and reports
-    os.makedirs(args.output_dir, exist_ok=True)
     final = trainer.accelerator.unwrap_model(trainer.model)
     if callable(getattr(final, 'merge_and_unload', None)): final = final.merge_and_unload()  # LoRA: adapters merged, head kept
-    final.save_pretrained(args.output_dir)
+    # FSDP2: every process gathers its shards (a collective), rank 0 writes the whole weights
+    state = gather_full(final.state_dict()) if trainer.engine_name == 'fsdp2' else None
+    if not trainer.accelerator.is_main_process: return metrics  # under `accelerate launch`/torchrun: rank 0 writes and reports
+    os.makedirs(args.output_dir, exist_ok=True)
+    final.save_pretrained(args.output_dir, state_dict=state)
     tok.save_pretrained(args.output_dir)
     metrics.update(max_steps=steps, train_examples=len(train_ex), model=args.model_name_or_path)
     with open(os.path.join(args.output_dir, 'metrics.json'), 'w') as f: json.dump(metrics, f, indent=1, default=str)

@@ -268,7 +268,8 @@ class SavedBytes:
                  owner=None, # `owner() -> key` charged for each new storage (default: everything under 'all')
                 ):
         self.owner, self.by_owner, self._seen = owner or (lambda: 'all'), {}, set()
-        self._params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        # a sharded parameter (FSDP2's DTensor) lives in its local shard's storage
+        self._params = {getattr(p, 'to_local', lambda: p)().untyped_storage().data_ptr() for p in model.parameters()}
     @property
     def total(self)->int: return sum(self.by_owner.values())
     def _pack(self, t):

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .blocks import find_units
-from .distributed import BlockSync, check_engine
+from .distributed import BlockSync, check_engine, fsdp_on_cpu, gather_full, shard_like
 from .freeze import FreezeEngine, SavedBytes, model_loss, optimizer_state_bytes
 from .schedule import Schedule, make_schedule
 
@@ -135,6 +135,7 @@ class LayerwiseTrainer:
         if st and st.get('num_processes', 1) == 1 and (st.get('_mixed_precision') != args.mixed_precision or args.cpu):
             AcceleratorState._reset_state()  # one state per process in accelerate: a notebook may train in fp32, then bf16
         self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+        fsdp_on_cpu(self.accelerator)  # CPU processes launched for FSDP get FSDP2, where accelerate alone would run DDP
         self.engine_name = check_engine(self.schedule, self.accelerator)  # e.g. FSDP1 with a moving method: refused here
         self.sync = BlockSync(self.accelerator)
         if args.frozen_dtype and self.engine_name.startswith('fsdp'):
@@ -159,6 +160,7 @@ class LayerwiseTrainer:
         self.engine = FreezeEngine(self.accelerator.unwrap_model(self.model), self.units, state_policy=self.schedule.state_policy,
                                    frozen_dtype=args.frozen_dtype)
         self.step, self.switch_step, self.history, self._cpu_peak = 0, 0, [], 0
+        self.switch_s = []  # seconds each block switch took (engine, DDP reducer, optimizer), on this process
         self.raw_optimizer = self.optimizer.optimizer if self.engine_name == 'fsdp2' else None
         if self.raw_optimizer is not None: self.engine.attach_optimizer(self.raw_optimizer)
 
@@ -248,38 +250,47 @@ class LayerwiseTrainer:
         "Write an exact checkpoint (model, optimizer and parked states, schedule, LR state, RNG, position); returns its path."
         path = path or os.path.join(self.args.output_dir, f'checkpoint-{self.step}.pt')
         rng = self.sync.gather(_rng_state())  # every process's generators (dropout differs per process)
-        if self.engine_name == 'fsdp2': raise NotImplementedError("Checkpoints of FSDP2 runs are not written yet: save_every needs DDP or one process.")
+        names, opt = self._names(), self.raw_optimizer
+        by_name = lambda d: dict(sorted(((names[id(p)], v) for p, v in d.items()), key=lambda kv: kv[0]))  # one order on every rank
+        # FSDP2 shards parameters and optimizer states: gather them whole (collectives, so every process takes part);
+        # the file is the same as one process writes, and any number of processes can resume from it
+        model = gather_full(self.accelerator.unwrap_model(self.model).state_dict())
+        optimizer = gather_full(by_name(opt.state)) if opt is not None else {}
+        parked = gather_full(by_name(self.engine._parked))
         if not self.accelerator.is_main_process: self.accelerator.wait_for_everyone(); return path
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-        names = self._names()
-        opt = self.raw_optimizer
         ckpt = dict(step=self.step, switch_step=self.switch_step, history=self.history, rng=rng,
-                    model=self.accelerator.unwrap_model(self.model).state_dict(), schedule=self.schedule.state_dict(),
-                    optimizer={names[id(p)]: st for p, st in opt.state.items()} if opt is not None else {},
+                    model=model, schedule=self.schedule.state_dict(), optimizer=optimizer,
                     groups=[{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups] if opt is not None else [],
                     group_of={names[i]: g for i, g in self.engine._group.items() if i in names},
-                    parked={names[id(p)]: st for p, st in self.engine._parked.items()},
-                    active=[u.name for u in self.engine.active], args=asdict(self.args))
+                    parked=parked, active=[u.name for u in self.engine.active], args=asdict(self.args))
         _atomic_save(ckpt, path)
         self._event('on_save', path=path)
         self.accelerator.wait_for_everyone()
         return path
 
     def _load(self, path:str):
-        ckpt = torch.load(path, weights_only=False)
-        self.accelerator.unwrap_model(self.model).load_state_dict(ckpt['model'])
+        dev = self.accelerator.device  # tensors saved on rank 0's GPU come to this process's (CPU ones stay)
+        where = {f'cuda:{i}': str(dev) for i in range(torch.cuda.device_count())} if dev.type == 'cuda' else 'cpu'
+        ckpt = torch.load(path, map_location=where, weights_only=False)
+        raw = self.accelerator.unwrap_model(self.model)
+        if self.engine_name == 'fsdp2':  # whole tensors in the file: each process keeps its shards
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+            set_model_state_dict(raw, ckpt['model'], options=StateDictOptions(full_state_dict=True))
+        else: raw.load_state_dict(ckpt['model'])
         self.schedule.load_state_dict(ckpt['schedule'])
         self.schedule.setup(self.units, self.args.max_steps)
         self.step, self.switch_step, self.history = ckpt['step'], ckpt['switch_step'], ckpt['history']
         by_name = {n: p for n, p in self.accelerator.unwrap_model(self.model).named_parameters()}
         self.engine._group.update({id(by_name[n]): g for n, g in ckpt['group_of'].items()})
-        self.engine._parked = {by_name[n]: st for n, st in ckpt['parked'].items()}
+        self.engine._parked = {by_name[n]: {k: (shard_like(v, by_name[n]), by_name[n].device if d is not None else None)
+                                            for k, (v, d) in st.items()} for n, st in ckpt['parked'].items()}  # back to this process's device
         sel = self.sync.agree(self.schedule.trainable(max(self.step - 1, 0)))
         self.engine.activate(list(sel.units), sel.params)
         self.model = self.sync.wrap(self.model)
         self._make_optimizer()
         for g, saved in zip(self.raw_optimizer.param_groups, ckpt['groups']): g.update(saved)
-        for n, st in ckpt['optimizer'].items(): self.raw_optimizer.state[by_name[n]] = st
+        for n, st in ckpt['optimizer'].items(): self.raw_optimizer.state[by_name[n]] = shard_like(st, by_name[n])
         rng = ckpt['rng'] if isinstance(ckpt['rng'], list) else [ckpt['rng']]  # one state per process (older checkpoints: one)
         _set_rng_state(rng[self.accelerator.process_index] if len(rng) == self.accelerator.num_processes else rng[0])
 
@@ -308,13 +319,15 @@ class LayerwiseTrainer:
         for step in bar:
             sel = self.sync.agree(self.schedule.trainable(step))  # rank 0's choice on every process
             before = [u.name for u in self.engine.active]
+            t_sw = time.perf_counter()
             self.engine.activate(list(sel.units), sel.params)
             self.model = self.sync.wrap(self.model)  # DDP: a new reducer over the new trainable set
+            self._make_optimizer()
             now = [u.name for u in self.engine.active]
             if before and now != before:
+                self.switch_s.append(time.perf_counter() - t_sw)
                 self.switch_step = step
                 self._event('on_switch', step=step, old=before, new=now)
-            self._make_optimizer()
             self._set_lr(step)
             dev, loss_sum, saved, tokens, t_fwd, t_bwd = acc.device, 0.0, 0, 0, 0.0, 0.0
             _reset_cuda_peak(dev); cuda = {}
@@ -358,7 +371,8 @@ class LayerwiseTrainer:
         metrics = dict(train_runtime=runtime, train_steps_per_second=len(bar) / runtime if runtime else 0.0,
                        train_loss=self.history[-1]['loss'] if self.history and 'loss' in self.history[-1] else None,
                        peak_memory_bytes=peak or self._cpu_peak, method=self.schedule.name, method_options=self.schedule.options,
-                       num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps)
+                       num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps,
+                       switch_ms=round(1e3 * statistics.median(self.switch_s), 3) if self.switch_s else None)
         if self.eval_data is not None: metrics.update(self.evaluate())
         self._event('on_train_end', **metrics)
         return metrics

@@ -9,6 +9,7 @@ import argparse
 import inspect
 import json
 import statistics
+from contextlib import nullcontext
 
 import torch
 
@@ -276,6 +277,20 @@ def _examples(ds, tok, args, label2id:dict|None)->list:
             e['labels'] = label2id[str(y)]
     return out
 
+def _final_model(trainer:LayerwiseTrainer):
+    "The trained model (LoRA merged into it) and its whole weights (None: its own state dict will do); every process calls it."
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    zero3 = [p for p in final.parameters() if hasattr(p, 'ds_id')]  # ZeRO-3 keeps a partition per process: gather them
+    gathered = nullcontext()
+    if zero3:
+        import deepspeed
+        gathered = deepspeed.zero.GatheredParameters(zero3)
+    with gathered:
+        if callable(getattr(final, 'merge_and_unload', None)): final = final.merge_and_unload()  # LoRA: adapters merged, head kept
+        if trainer.engine_name == 'fsdp2': return final, gather_full(final.state_dict())  # FSDP2: shards gathered (a collective)
+        if zero3: return final, {k: v.detach().clone() for k, v in final.state_dict().items()}
+    return final, None
+
 def _train_command(args)->dict:
     "`lift-nb train`: load, tokenize, train with the method, evaluate, write metrics.json and the model."
     import math, os
@@ -317,10 +332,7 @@ def _train_command(args)->dict:
     finally: trainer.close()
     if valid_ex is None:  # no validation file: report the loss on (up to 512) training examples, and say so
         metrics.update(trainer.evaluate(train_ex[:512])); metrics['eval_on'] = 'train'
-    final = trainer.accelerator.unwrap_model(trainer.model)
-    if callable(getattr(final, 'merge_and_unload', None)): final = final.merge_and_unload()  # LoRA: adapters merged, head kept
-    # FSDP2: every process gathers its shards (a collective), rank 0 writes the whole weights
-    state = gather_full(final.state_dict()) if trainer.engine_name == 'fsdp2' else None
+    final, state = _final_model(trainer)
     if not trainer.accelerator.is_main_process: return metrics  # under `accelerate launch`/torchrun: rank 0 writes and reports
     os.makedirs(args.output_dir, exist_ok=True)
     final.save_pretrained(args.output_dir, state_dict=state)

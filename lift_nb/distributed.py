@@ -18,8 +18,8 @@ try: from torch.distributed.tensor import DTensor, distribute_tensor
 except ImportError: DTensor = ()  # a torch built without distributed support: nothing is ever sharded
 
 # %% auto #0
-__all__ = ['ENGINE_LIMITS', 'changes_trainable_set', 'engine_name', 'check_engine', 'BlockSync', 'fsdp_on_cpu', 'gather_full',
-           'shard_like']
+__all__ = ['ENGINE_LIMITS', 'changes_trainable_set', 'engine_name', 'check_engine', 'BlockSync', 'fsdp_on_cpu',
+           'deepspeed_kwargs', 'configure_deepspeed', 'gather_full', 'shard_like']
 
 # %% ../nbs/08_distributed.ipynb #6bfcf25f
 def changes_trainable_set(schedule:Schedule)->bool:
@@ -42,8 +42,9 @@ ENGINE_LIMITS = {
               "or none at all",
               "set fsdp_version: 2 in the accelerate config (FSDP2 shards per parameter and follows requires_grad), "
               "launch with DDP (distributed_type: MULTI_GPU), or pick a static method (freeze-bottom, lora, ...)"),
-    'deepspeed': ("DeepSpeed ZeRO partitions a fixed list of trainable parameters into its own optimizer at "
-                  "deepspeed.initialize; a block switch cannot add or remove parameters from it",
+    'deepspeed': ("DeepSpeed ZeRO flattens the parameters that require grad into its own partitions and optimizer once, at "
+                  "deepspeed.initialize: a block outside them could never train, and a block inside them keeps its optimizer "
+                  "state and is still moved by momentum and weight decay while frozen",
                   "launch with DDP (distributed_type: MULTI_GPU) or FSDP2 (distributed_type: FSDP, fsdp_version: 2), "
                   "or pick a static method (freeze-bottom, lora, ...)"),
     'megatron_lm': ("Megatron-LM builds its own optimizer and parallel layout", "launch with DDP or FSDP2"),
@@ -137,6 +138,36 @@ def fsdp_on_cpu(accelerator, # the trainer's `Accelerator`, just built
     if accelerator.mixed_precision != 'no': plugin.set_mixed_precision(accelerator.mixed_precision)
     state.distributed_type, state.fsdp_plugin = DistributedType.FSDP, plugin
     return True
+
+# %% ../nbs/08_distributed.ipynb #85977a7b
+def deepspeed_kwargs()->list:
+    "accelerate kwargs handlers for a DeepSpeed launch without GPUs: gloo, which accelerate does not choose there itself."
+    if os.environ.get('ACCELERATE_USE_DEEPSPEED', 'false').lower() != 'true' or torch.cuda.is_available(): return []
+    from accelerate.utils import InitProcessGroupKwargs
+    return [InitProcessGroupKwargs(backend='gloo')]
+
+def configure_deepspeed(accelerator, # the trainer's `Accelerator`, running DeepSpeed
+                        batch_size:int, # micro-batch size per process
+                        grad_accum:int, # micro-batches per step (must be 1)
+                        max_grad_norm:float|None, # gradient clipping (None: none)
+                        save_every:int|None=None, # checkpoint interval (must be None)
+                       ):
+    "Put the trainer's batch size and clipping into the DeepSpeed config, refusing what the trainer cannot drive under DeepSpeed."
+    if grad_accum != 1:
+        raise ValueError(f"grad_accum={grad_accum} under DeepSpeed: DeepSpeed accumulates micro-batches itself and the trainer "
+                         "does not drive that; use more processes or a bigger batch_size (or DDP / FSDP2 with grad_accum).")
+    if save_every:
+        raise ValueError("Checkpoints under DeepSpeed are not written by LayerwiseTrainer (DeepSpeed keeps its partitioned "
+                         "optimizer state in its own format): train without save_every, or launch with DDP or FSDP2.")
+    cfg = accelerator.state.deepspeed_plugin.deepspeed_config
+    for key, want in (('train_micro_batch_size_per_gpu', batch_size), ('gradient_accumulation_steps', 1),
+                      ('gradient_clipping', float(max_grad_norm or 0.0))):
+        have = cfg.get(key, 'auto')
+        if have == 'auto' or (key == 'gradient_clipping' and key not in cfg): cfg[key] = want
+        elif float(have) != float(want):
+            raise ValueError(f"The DeepSpeed config sets {key}={have}, the trainer's arguments {want}: make them agree "
+                             "(or write 'auto' in the DeepSpeed config).")
+    if cfg.get('train_batch_size', 'auto') == 'auto': cfg['train_batch_size'] = batch_size * accelerator.num_processes
 
 # %% ../nbs/08_distributed.ipynb #f77232a5
 def gather_full(obj):

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .blocks import find_units
-from .distributed import BlockSync, check_engine, fsdp_on_cpu, gather_full, shard_like
+from .distributed import BlockSync, check_engine, configure_deepspeed, deepspeed_kwargs, fsdp_on_cpu, gather_full, shard_like
 from .freeze import FreezeEngine, SavedBytes, model_loss, optimizer_state_bytes
 from .schedule import Schedule, make_schedule
 
@@ -134,13 +134,14 @@ class LayerwiseTrainer:
         st = AcceleratorState._shared_state
         if st and st.get('num_processes', 1) == 1 and (st.get('_mixed_precision') != args.mixed_precision or args.cpu):
             AcceleratorState._reset_state()  # one state per process in accelerate: a notebook may train in fp32, then bf16
-        self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+        self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, kwargs_handlers=deepspeed_kwargs())
         fsdp_on_cpu(self.accelerator)  # CPU processes launched for FSDP get FSDP2, where accelerate alone would run DDP
         self.engine_name = check_engine(self.schedule, self.accelerator)  # e.g. FSDP1 with a moving method: refused here
         self.sync = BlockSync(self.accelerator)
-        if args.frozen_dtype and self.engine_name.startswith('fsdp'):
+        if args.frozen_dtype and self.engine_name in ('fsdp1', 'fsdp2', 'deepspeed'):
             raise ValueError(f"frozen_dtype={args.frozen_dtype!r} changes the dtype of parameters that {self.engine_name} has sharded: "
-                             "train without it under FSDP (or use bf16 mixed precision), or launch with DDP.")
+                             "train without it there (or use bf16 mixed precision), or launch with DDP.")
+        if self.engine_name == 'deepspeed': configure_deepspeed(self.accelerator, args.batch_size, args.grad_accum, args.max_grad_norm, args.save_every)
         self.loss_fn = loss_fn
         torch.manual_seed(args.seed + self.accelerator.process_index); random.seed(args.seed)  # dropout differs per process
         self.model = self.schedule.prepare(model)
@@ -152,17 +153,24 @@ class LayerwiseTrainer:
         self._check_data(eval_data, 'evaluation')
         self.units = find_units(self.model)
         self.schedule.setup(self.units, args.max_steps)
-        if self.engine_name == 'fsdp2':  # accelerate shards model and optimizer together; the engine prunes the optimizer later
+        if self.engine_name == 'deepspeed':  # ZeRO partitions the trainable set once: set it first (a static method's), then prepare both
+            self.engine = FreezeEngine(self.model, self.units, state_policy=self.schedule.state_policy)
+            sel = self.schedule.trainable(0)
+            self.engine.activate(list(sel.units), sel.params)
+            opt = torch.optim.AdamW(self.engine.trainable_parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+            self.model, self.optimizer = self.accelerator.prepare(self.model, opt)  # DeepSpeed steps, reduces and clips in backward
+        elif self.engine_name == 'fsdp2':  # accelerate shards model and optimizer together; the engine prunes the optimizer later
             opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.weight_decay)
             self.model, self.optimizer = self.accelerator.prepare(self.model, opt)
             self.units = find_units(self.accelerator.unwrap_model(self.model))  # the same modules, now with sharded parameters
         else: self.model = self.accelerator.prepare(self.model)
-        self.engine = FreezeEngine(self.accelerator.unwrap_model(self.model), self.units, state_policy=self.schedule.state_policy,
-                                   frozen_dtype=args.frozen_dtype)
+        if self.engine_name != 'deepspeed':
+            self.engine = FreezeEngine(self.accelerator.unwrap_model(self.model), self.units, state_policy=self.schedule.state_policy,
+                                       frozen_dtype=args.frozen_dtype)
         self.step, self.switch_step, self.history, self._cpu_peak = 0, 0, [], 0
         self.switch_s = []  # seconds each block switch took (engine, DDP reducer, optimizer), on this process
-        self.raw_optimizer = self.optimizer.optimizer if self.engine_name == 'fsdp2' else None
-        if self.raw_optimizer is not None: self.engine.attach_optimizer(self.raw_optimizer)
+        self.raw_optimizer = self.optimizer.optimizer if self.engine_name in ('fsdp2', 'deepspeed') else None
+        if self.engine_name == 'fsdp2': self.engine.attach_optimizer(self.raw_optimizer)
 
     def units_model(self): return self.model.get_base_model() if callable(getattr(self.model, 'get_base_model', None)) else self.model
 
@@ -309,6 +317,8 @@ class LayerwiseTrainer:
            )->dict:
         "Train to `max_steps` (from a checkpoint if given); returns the final metrics."
         a, acc = self.args, self.accelerator
+        if resume_from and self.engine_name == 'deepspeed':
+            raise ValueError("Resuming under DeepSpeed is not supported by LayerwiseTrainer: launch with DDP or FSDP2 to resume.")
         if resume_from: self._load(resume_from)
         last = a.max_steps if stop_after is None else min(a.max_steps, self.step + stop_after)
         self.model.train()

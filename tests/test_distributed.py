@@ -105,7 +105,9 @@ FSDP2 = dict(ACCELERATE_USE_FSDP='true', FSDP_VERSION='2', FSDP_AUTO_WRAP_POLICY
 
 
 def _env(**more):
-    env = dict(os.environ, OMP_NUM_THREADS='1', ACCELERATE_USE_CPU='1', HF_HUB_OFFLINE='1', **more)
+    "The children's environment: CPU processes, one thread each; `more` adds variables (None removes one)."
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'ACCELERATE_USE_CPU': '1', 'HF_HUB_OFFLINE': '1', **more}
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset it
     env['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     return env
 
@@ -251,7 +253,13 @@ def test_fsdp2_shards_follow_each_switch(ddp):
     eng.remove()
 
 
-@pytest.mark.parametrize('engine,method', [('ddp', 'lift'), ('fsdp2', 'lift'), ('fsdp2', 'lora')])
+ENGINE_ENV = {'ddp': {}, 'fsdp2': dict(FSDP2, FSDP_TRANSFORMER_CLS_TO_WRAP='BertLayer'),  # what `accelerate launch` sets
+              'zero2': dict(ACCELERATE_USE_DEEPSPEED='true', ACCELERATE_DEEPSPEED_ZERO_STAGE='2', DS_ACCELERATOR='cpu', ACCELERATE_USE_CPU=None),
+              'zero3': dict(ACCELERATE_USE_DEEPSPEED='true', ACCELERATE_DEEPSPEED_ZERO_STAGE='3', DS_ACCELERATOR='cpu', ACCELERATE_USE_CPU=None)}
+
+
+@pytest.mark.parametrize('engine,method', [('ddp', 'lift'), ('fsdp2', 'lift'), ('fsdp2', 'lora'), ('zero2', 'lora'),
+                                           ('zero3', 'freeze-bottom'), ('zero3', 'lora')])
 def test_cli_train_under_torchrun_writes_once(tmp_path, engine, method):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -259,24 +267,28 @@ def test_cli_train_under_torchrun_writes_once(tmp_path, engine, method):
     tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator([' '.join(words)], trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]']))
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]', pad_token='[PAD]').save_pretrained(tmp_path / 'm')
+    if engine.startswith('zero'): pytest.importorskip('deepspeed')
     tiny_model('bert', 'classification', n_layers=2, vocab=16).save_pretrained(tmp_path / 'm')
     with open(tmp_path / 'train.csv', 'w') as f:
         f.write('text,label\n' + ''.join(f"the film was {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(32)))
     r = _torchrun([BIN / 'lift-nb', 'train', '--model_name_or_path', tmp_path / 'm', '--train_file', tmp_path / 'train.csv',
                    '--label_column', 'label', '--max_steps', '4', '--per_device_train_batch_size', '4', '--method', method,
-                   '--output_dir', tmp_path / 'out', '--save_steps', '2', '--no_progress'],
-                  **(dict(FSDP2, FSDP_TRANSFORMER_CLS_TO_WRAP='BertLayer') if engine == 'fsdp2' else {}))
+                   '--output_dir', tmp_path / 'out', '--no_progress'] + ([] if engine.startswith('zero') else ['--save_steps', '2']),
+                  timeout=600, **ENGINE_ENV[engine])
     assert r.stdout.count('wrote ') == 1, r.stdout  # rank 0 reports and writes
     m = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
-    assert m['num_processes'] == 2 and m['max_steps'] == 4 and m['engine'] == engine
-    assert (tmp_path / 'out' / 'checkpoint-4.pt').exists() and (tmp_path / 'out' / 'model.safetensors').exists()
-    # the written model is whole (FSDP2: gathered from both ranks) and is the trained one: reload it and evaluate
+    assert m['num_processes'] == 2 and m['max_steps'] == 4 and m['engine'] == ('deepspeed' if engine.startswith('zero') else engine)
+    assert (tmp_path / 'out' / 'model.safetensors').exists()
+    # the written model is whole (FSDP2 and ZeRO-3: gathered from both ranks) and trained: every tensor full-sized
     from transformers import AutoModelForSequenceClassification
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / 'out')
-    ckpt = torch.load(tmp_path / 'out' / 'checkpoint-4.pt', weights_only=False)
-    assert all(p.shape == ckpt['model'][n].shape for n, p in saved.named_parameters() if n in ckpt['model'])
-    if method == 'lift':  # (LoRA's file holds the merged weights, its checkpoint the adapters)
-        for n, p in saved.state_dict().items(): torch.testing.assert_close(p, ckpt['model'][n], msg=n)
+    init = tiny_model('bert', 'classification', n_layers=2, vocab=16).state_dict()
+    assert {n: p.shape for n, p in saved.state_dict().items()} == {n: p.shape for n, p in init.items()}
+    assert any(not torch.equal(p, init[n]) for n, p in saved.state_dict().items())
+    if not engine.startswith('zero'):
+        ckpt = torch.load(tmp_path / 'out' / 'checkpoint-4.pt', weights_only=False)
+        if method == 'lift':  # (LoRA's file holds the merged weights, its checkpoint the adapters)
+            for n, p in saved.state_dict().items(): torch.testing.assert_close(p, ckpt['model'][n], msg=n)
 
 
 def test_engines_that_cannot_follow_a_switch_are_refused():
@@ -297,3 +309,105 @@ def test_several_processes_without_a_distributed_accelerator_are_refused(monkeyp
     class OneProcess: num_processes = 1  # what accelerate reports when it was not told to use the CPUs of a launch
     monkeypatch.setenv('WORLD_SIZE', '2')
     with pytest.raises(RuntimeError, match='ACCELERATE_USE_CPU=1'): BlockSync(OneProcess())
+
+
+HF_WORKER = '''
+import os, sys, torch
+from datasets import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from lift_nb.blocks import tiny_model
+from lift_nb.train import LiftCallback
+ids = torch.randint(3, 128, (64, 12), generator=torch.Generator().manual_seed(0))
+model = tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+snaps = [{n: p.detach().clone() for n, p in model.named_parameters()}]
+class Snap(TrainerCallback):
+    def on_step_end(self, args, state, control, model=None, **kw):
+        snaps.append({n: p.detach().clone() for n, p in model.named_parameters()})
+args = TrainingArguments(output_dir=sys.argv[1], max_steps=4, per_device_train_batch_size=4, learning_rate=1e-2, report_to=[],
+                         use_cpu=True, save_strategy='no', disable_tqdm=True)
+tr = Trainer(model=model, args=args, train_dataset=Dataset.from_dict(dict(input_ids=ids.tolist(), labels=ids.tolist())),
+             callbacks=[LiftCallback('lift', schedule='front2end', policy='grouped'), Snap()])
+tr.train()
+torch.save(dict(snaps=snaps, wrapper=type(tr.model_wrapped).__name__), f"{sys.argv[1]}/rank{os.environ['RANK']}.pt")
+'''
+
+
+def test_hf_trainer_with_the_callback_under_ddp(tmp_path):
+    "transformers' Trainer wraps the model in DDP once; with `LiftCallback` each step still moves only its block, on both ranks alike."
+    (tmp_path / 'worker.py').write_text(HF_WORKER)
+    _torchrun([tmp_path / 'worker.py', tmp_path])
+    r0, r1 = [torch.load(tmp_path / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
+    assert r0['wrapper'] == 'DistributedDataParallel' and len(r0['snaps']) == 5
+    for step in range(1, 5):
+        a, b = r0['snaps'][step], r1['snaps'][step]
+        assert all(torch.equal(a[n], b[n]) for n in a), f"ranks differ after step {step}"
+        prev = r0['snaps'][step - 1]
+        moved = sorted({n.split('.')[2] for n in a if n.startswith('transformer.h.') and not torch.equal(a[n], prev[n])})
+        assert moved == [str(step - 1)], (step, moved)  # front to end, one step per block; frozen blocks keep still
+
+
+DS_WORKER = '''
+import os, sys, torch
+from lift_nb.blocks import tiny_model
+from lift_nb.schedule import make_schedule
+from lift_nb.train import LayerwiseTrainer, TrainArgs
+examples = [dict(input_ids=x.tolist()) for x in torch.randint(3, 128, (64, 12), generator=torch.Generator().manual_seed(0))]
+def weights(t):
+    raw = t.accelerator.unwrap_model(t.model)
+    if callable(getattr(raw, 'get_base_model', None)): raw = raw.get_base_model()
+    ps = list(raw.named_parameters())
+    if hasattr(ps[0][1], 'ds_id'):  # ZeRO-3: each rank holds a partition; gather to read
+        import deepspeed
+        with deepspeed.zero.GatheredParameters([p for _, p in ps]): return {n: p.detach().clone() for n, p in ps}
+    return {n: p.detach().clone() for n, p in ps}
+res, methods = {}, ('freeze-bottom', 'bitfit', 'lora')
+# built before any trainer: once a ZeRO-3 accelerator exists, transformers builds new models inside deepspeed.zero.Init
+# (partitioned as they are made, initialised differently), and this test compares with DDP from the same weights
+models = {m: tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0) for m in methods}
+for method in methods:
+    t = LayerwiseTrainer(models[method], make_schedule(method),
+                         examples, TrainArgs(max_steps=4, batch_size=4, learning_rate=1e-2, weight_decay=0.1, progress=False))
+    t.fit()
+    res[method] = dict(engine=t.engine_name, loss=[h['loss'] for h in t.history], w=weights(t))
+    t.close()
+try: LayerwiseTrainer(tiny_model('gpt2', n_layers=4), 'lift', examples, TrainArgs(max_steps=4, progress=False)); res['lift'] = 'ran'
+except ValueError as e: res['lift'] = str(e)
+torch.save(res, f"{sys.argv[1]}/rank{os.environ['RANK']}.pt")
+'''
+
+
+@pytest.fixture(scope='module')
+def deepspeed_runs(tmp_path_factory):
+    "The same static methods under DDP and under DeepSpeed ZeRO-2 and ZeRO-3 (2 CPU processes, gloo)."
+    pytest.importorskip('deepspeed')  # .ci/run installs it; `pip install deepspeed` (a CUDA toolkit is not needed on CPU)
+    out = {}
+    for name, env in (('ddp', {}), ('zero2', dict(ACCELERATE_DEEPSPEED_ZERO_STAGE='2')), ('zero3', dict(ACCELERATE_DEEPSPEED_ZERO_STAGE='3'))):
+        d = tmp_path_factory.mktemp(name)
+        (d / 'worker.py').write_text(DS_WORKER)
+        if name != 'ddp':  # accelerate turns DeepSpeed off when told to use the CPU: a plain launch, DeepSpeed picks its CPU backend
+            env = dict(env, ACCELERATE_USE_DEEPSPEED='true', DS_ACCELERATOR='cpu', ACCELERATE_USE_CPU=None)
+        _torchrun([d / 'worker.py', d], timeout=600, **env)  # the first DeepSpeed run builds a small CPU op (about a minute)
+        out[name] = [torch.load(d / f'rank{r}.pt', weights_only=False) for r in (0, 1)]
+    return out
+
+
+@pytest.mark.parametrize('stage', ['zero2', 'zero3'])
+@pytest.mark.parametrize('method', ['freeze-bottom', 'bitfit', 'lora'])
+def test_static_methods_under_deepspeed_equal_ddp(deepspeed_runs, stage, method):
+    ds, ddp = deepspeed_runs[stage], deepspeed_runs['ddp']
+    assert ds[0][method]['engine'] == 'deepspeed' and ddp[0][method]['engine'] == 'ddp'
+    torch.testing.assert_close(ds[0][method]['loss'], ddp[0][method]['loss'], rtol=0, atol=1e-4)
+    init = {n: p.detach() for n, p in tiny_model('gpt2', n_layers=4).named_parameters()}
+    w, ref = ds[0][method]['w'], ddp[0][method]['w']
+    for n in ref:
+        assert torch.equal(w[n], ds[1][method]['w'][n]), f"ranks differ in {n}"
+        torch.testing.assert_close(w[n], ref[n], rtol=0, atol=1e-5, msg=lambda m: f"{n}: {m}")
+        if method == 'freeze-bottom' and n.startswith(('transformer.h.0.', 'transformer.h.1.')):
+            assert torch.equal(w[n], init[n]), f"{n} is frozen but moved (weight decay 0.1 would move it if ZeRO held it)"
+
+
+def test_a_switching_method_is_refused_under_deepspeed_before_training(deepspeed_runs):
+    for stage in ('zero2', 'zero3'):
+        msg = deepspeed_runs[stage][0]['lift']
+        assert 'which deepspeed does not support' in msg and 'Instead: ' in msg and 'FSDP2' in msg, msg
+    assert deepspeed_runs['ddp'][0]['lift'] == 'ran'

@@ -28,6 +28,11 @@ import os
 # Before anything can import transformers / huggingface_hub: hub ids fail at once instead of after
 # 25-45 s of retries. nbval's kernels are subprocesses and inherit this environment.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# DeepSpeed, where installed (.ci/run installs it), prints a notice into the first cell that imports it on a machine
+# without a GPU unless its backend is named; naming the CPU keeps the stored outputs the same with or without it.
+if "DS_ACCELERATOR" not in os.environ:
+    import torch
+    if not torch.cuda.is_available(): os.environ["DS_ACCELERATOR"] = "cpu"
 
 from configparser import ConfigParser
 from pathlib import Path

@@ -15,6 +15,9 @@ import nbformat
 from nbclient import NotebookClient
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
+if 'DS_ACCELERATOR' not in os.environ:  # as conftest.py: DeepSpeed (if installed) stays quiet on a machine without a GPU
+    import torch
+    if not torch.cuda.is_available(): os.environ['DS_ACCELERATOR'] = 'cpu'
 FLAGS = () if os.environ.get('RUN_ALL') else ('cuda', 'eval: false', 'eval:false') + (() if os.environ.get('RUN_SLOW') else ('slow',))
 
 

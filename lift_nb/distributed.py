@@ -163,7 +163,7 @@ def configure_deepspeed(accelerator, # the trainer's `Accelerator`, running Deep
     for key, want in (('train_micro_batch_size_per_gpu', batch_size), ('gradient_accumulation_steps', 1),
                       ('gradient_clipping', float(max_grad_norm or 0.0))):
         have = cfg.get(key, 'auto')
-        if have == 'auto' or (key == 'gradient_clipping' and key not in cfg): cfg[key] = want
+        if have == 'auto': cfg[key] = want  # also where the key is missing
         elif float(have) != float(want):
             raise ValueError(f"The DeepSpeed config sets {key}={have}, the trainer's arguments {want}: make them agree "
                              "(or write 'auto' in the DeepSpeed config).")

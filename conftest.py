@@ -25,6 +25,14 @@ with strict nbval. Two things nbval does not know about nbdev are settled here, 
 """
 import os
 
+# Before anything imports torch: one CPU kernel level for every machine the suite runs on. The stored outputs were
+# made at this level (tests/execute_nbs.py pins it too), so an AVX-512 machine computes the last digits of a loss as an
+# AVX2-only one does (they differ in the fourth decimal otherwise). The notebook kernels inherit it.
+# LIFT_NB_NATIVE_KERNELS=1 leaves the machine's own kernels (the outputs may then differ in the last digits).
+KERNEL_LEVEL = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+if not os.environ.get("LIFT_NB_NATIVE_KERNELS"):
+    for _k, _v in KERNEL_LEVEL.items(): os.environ.setdefault(_k, _v)
+
 # Before anything can import transformers / huggingface_hub: hub ids fail at once instead of after
 # 25-45 s of retries. nbval's kernels are subprocesses and inherit this environment.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -70,7 +71,7 @@ BUILTIN_MODELS = {  # name -> (model_type, task, config); random init from the c
 def load_model(name:str, # a key of `BUILTIN_MODELS`, a local folder, or a hub id
                task:str|None=None, # 'causal-lm' or 'classification' (default: the built-in's, else causal-lm)
                num_labels:int=2, # classes, for a classifier loaded from a folder or the hub
-               seed:int=0, # seed of a built-in's random initialisation
+               seed:int=0, # seeds the random initialisation: a built-in's weights, a new head of a local or hub model
               )->nn.Module:
     "A Hugging Face model by name: a built-in config (random init), a local folder or a hub id."
     from pathlib import Path
@@ -84,9 +85,21 @@ def load_model(name:str, # a key of `BUILTIN_MODELS`, a local folder, or a hub i
         t = task or default_task
         return _name_loss(auto(t).from_config(config), t)
     kw = dict(num_labels=num_labels) if (task or 'causal-lm') == 'classification' else {}
-    try: return auto(task or 'causal-lm').from_pretrained(name, **kw)
+    if num_labels == 1 and kw: kw['problem_type'] = 'regression'  # one output: MSE loss, as run_glue.py does for STS-B
+    p = Path(name).expanduser()
+    if not p.exists() and (name.startswith(('.', '/', '~')) or name.count('/') > 1 or '\\' in name):
+        raise ValueError(f"No such folder: {name!r} (a path that does not exist; a hub id looks like 'org/name'). "
+                         f"Built-in configs: {', '.join(BUILTIN_MODELS)}.")
+    if kw and p.is_dir() and (p / 'config.json').exists():  # a saved classifier with another number of classes: its head is replaced
+        saved = AutoConfig.from_pretrained(p)
+        if any(a.endswith('ForSequenceClassification') for a in saved.architectures or []) and saved.num_labels != num_labels:
+            warnings.warn(f"{name}: its classification head has {saved.num_labels} outputs; a new head with {num_labels} "
+                          f"is initialised (seed {seed}).")
+            kw['ignore_mismatched_sizes'] = True
+    torch.manual_seed(seed)  # a head the checkpoint lacks (a new classifier) is initialised from this seed
+    try: return auto(task or 'causal-lm').from_pretrained(str(p) if p.exists() else name, **kw)
     except OSError as e:
-        where = 'local folder' if Path(name).exists() else 'hub id (offline machines cannot download it)'
+        where = 'local folder' if p.exists() else 'hub id (offline machines cannot download it)'
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"Cannot load model {name!r} as a {where}: {first} Built-in configs: {', '.join(BUILTIN_MODELS)}.") from None
 

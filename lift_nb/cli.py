@@ -6,51 +6,35 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
+import math
+import os
 import statistics
+import sys
 from contextlib import nullcontext
 
-import torch
+# Nothing heavy at import time: `lift-nb --help` and argument errors answer before torch (3 s to import) is loaded.
+# The rooms are imported inside the commands that need them.
+_LAZY = {'markov_sequences': 'lift_nb.data'}  # names that moved out of this module, still importable from it
 
-from .blocks import BUILTIN_MODELS, load_model, tiny_model
-from .distributed import gather_full
-from .memory import OPTIMIZER_STATES, compare, measure_memory, predict_memory
-from .schedule import SCHEDULES, Schedule, canonical_method, make_schedule, method_aliases, schedule_options
-from .train import LayerwiseTrainer, TrainArgs, run_steps
+def __getattr__(name):
+    if name in _LAZY: return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lift_nb.cli' has no attribute {name!r}")
 
 # %% auto #0
-__all__ = ['markov_sequences', 'evaluate', 'demo_table', 'run_demo', 'add_method_args', 'schedule_from_args', 'methods_table',
-           'main']
-
-# %% ../nbs/06_cli.ipynb #07654a1d
-def markov_sequences(n:int, # how many sequences
-                     seq_len:int, # tokens per sequence
-                     vocab:int=512, # vocabulary size (ids 0-2 are left for pad, bos, eos)
-                     branching:int=4, # possible successors of each token
-                     seed:int=0, # seed of the chain *and* of the sampling
-                     chain_seed:int|None=None, # seed of the chain alone (default: `seed`); share it between train and eval data
-                    )->torch.Tensor:
-    "`n` token sequences of length `seq_len` from a fixed random Markov chain: a task with loss floor ln(branching)."
-    if vocab <= 3 + branching: raise ValueError(f"vocab ({vocab}) must exceed 3 + branching ({branching}).")
-    g = torch.Generator().manual_seed(seed if chain_seed is None else chain_seed)
-    succ = torch.randint(3, vocab, (vocab, branching), generator=g)
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.empty(n, seq_len, dtype=torch.long)
-    x[:, 0] = torch.randint(3, vocab, (n,), generator=g)
-    for t in range(1, seq_len):
-        x[:, t] = succ[x[:, t-1], torch.randint(0, branching, (n,), generator=g)]
-    return x
+__all__ = ['evaluate', 'demo_table', 'run_demo', 'add_method_args', 'schedule_from_args', 'methods_table', 'main']
 
 # %% ../nbs/06_cli.ipynb #ab9536c2
-@torch.no_grad()
-def evaluate(model:torch.nn.Module, # a causal LM
-             data:torch.Tensor, # token ids, (n, seq_len)
+def evaluate(model, # a causal LM
+             data, # token ids, a tensor (n, seq_len)
              batch_size:int=16, # sequences per forward pass
             )->float:
     "Mean causal-LM loss of `model` on `data`."
+    import torch
     model.eval()
-    losses = [float(model(input_ids=x, labels=x).loss) * len(x) for x in data.split(batch_size)]
+    with torch.no_grad(): losses = [float(model(input_ids=x, labels=x).loss) * len(x) for x in data.split(batch_size)]
     return sum(losses) / len(data)
 
 # %% ../nbs/06_cli.ipynb #7796b621
@@ -85,6 +69,11 @@ def run_demo(steps:int=48, # optimizer steps per method
              out=print, # where the report goes (None: nowhere)
             )->dict:
     "Full fine-tuning vs LIFT on a GPT-2 built from a config and a generated Markov-chain task: time, memory, loss."
+    import torch
+    from lift_nb.blocks import tiny_model
+    from lift_nb.data import markov_sequences
+    from lift_nb.schedule import canonical_method, make_schedule
+    from lift_nb.train import run_steps
     train = markov_sequences(steps * batch_size, seq_len, vocab, seed=seed)
     valid = markov_sequences(64, seq_len, vocab, seed=seed + 100, chain_seed=seed)
     results = []
@@ -132,26 +121,38 @@ def _flag_kwargs(opt:str, default, annotation:str)->dict:
         if isinstance(default, t) or ann.startswith(t.__name__): return dict(type=t)
     return dict(type=str)
 
+def _defaults_text(used:list)->str:
+    "Each method's default of a shared option, grouped: \"default: None (lift, lora); 2 (lisa)\"."
+    groups = {}
+    for name, prm in used: groups.setdefault(repr(prm.default), []).append(name)
+    if len(groups) == 1: return f"default: {next(iter(groups))}"
+    return 'defaults: ' + '; '.join(f"{d} ({', '.join(ns)})" for d, ns in groups.items())
+
 def add_method_args(parser:argparse.ArgumentParser, # the (sub)command's parser
-                    default:str='lift', # the default method
+                    default:str|None='lift', # the default method
+                    options:bool=True, # also every method's options as flags (False: `--method` alone, no import of the rooms)
                    )->argparse.ArgumentParser:
     "Add `--method` and every registered method's options as flags."
-    parser.add_argument('--method', default=default, help=f"one of: {', '.join(sorted(SCHEDULES))} (default: {default}); "
-                                                          "`lift-nb methods` lists them with their options")
+    parser.add_argument('--method', default=default, help=f"a registered method (default: {default}); `lift-nb methods` lists them "
+                                                          "with their options and defaults")
+    if not options: return parser
+    from lift_nb.schedule import SCHEDULES
     users = {}
     for name, cls in SCHEDULES.items():
         for opt, prm in inspect.signature(cls.__init__).parameters.items():
             if opt != 'self': users.setdefault(opt, []).append((name, prm))
-    g = parser.add_argument_group('method options', "each applies to the methods in brackets; unset, the method's default holds")
+    g = parser.add_argument_group('method options', "each applies to the methods in brackets; unset, the method's default holds "
+                                                    "(`lift-nb methods` lists every method's options)")
     for opt, used in sorted(users.items()):
         prm = used[0][1]
         g.add_argument(f"--{_RENAMED.get(opt, opt)}", dest=f"m_{opt}", default=None,
-                       help=f"[{', '.join(n for n, _ in used)}] default: " + ', '.join(f"{p.default!r}" for _, p in used[:1]),
+                       help=f"[{', '.join(n for n, _ in used)}] {_defaults_text(used)}",
                        **_flag_kwargs(opt, prm.default, prm.annotation))
     return parser
 
-def schedule_from_args(args:argparse.Namespace)->Schedule:
-    "The schedule `--method` and its option flags describe; a flag the method does not have is an error."
+def schedule_from_args(args:argparse.Namespace):
+    "The `Schedule` that `--method` and its option flags describe; a flag the method does not have is an error."
+    from lift_nb.schedule import canonical_method, make_schedule, schedule_options
     name = canonical_method(args.method)
     valid = schedule_options(name)
     given = {k[2:]: v for k, v in vars(args).items() if k.startswith('m_') and v is not None}
@@ -164,6 +165,7 @@ def schedule_from_args(args:argparse.Namespace)->Schedule:
 # %% ../nbs/06_cli.ipynb #0963ebec
 def methods_table()->str:
     "Every registered method, what it does and its options with their defaults."
+    from lift_nb.schedule import SCHEDULES, method_aliases, schedule_options
     lines = []
     for name in sorted(SCHEDULES):
         cls = SCHEDULES[name]
@@ -174,36 +176,80 @@ def methods_table()->str:
     return '\n'.join(lines)
 
 # %% ../nbs/06_cli.ipynb #54b23909
-def _parser()->argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='lift-nb', description='Layer-wise fine-tuning of transformers (LIFT and friends).')
+def _number(kind, low:str):
+    "An argparse type: `kind` (int or float), finite, and at least 1 ('positive'), at least 0 ('non-negative') or above 0 ('above0')."
+    def check(text:str):
+        try: v = kind(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, not {text!r}") from None
+        if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
+        if (low == 'positive' and v < 1) or (low == 'non-negative' and v < 0) or (low == 'above0' and v <= 0):
+            raise argparse.ArgumentTypeError(f"must be {dict(positive='at least 1', above0='above 0').get(low, '0 or more')}, not {text}")
+        return v
+    check.__name__ = f"{kind.__name__}"  # argparse names the type in its messages
+    return check
+
+_POS_INT, _NONNEG_INT = _number(int, 'positive'), _number(int, 'non-negative')
+_POS_FLOAT, _NONNEG_FLOAT = _number(float, 'above0'), _number(float, 'non-negative')
+
+_HELP = dict(demo='full fine-tuning vs LIFT on a GPT-2 built from a config and a generated task',
+             methods='list the methods (schedules) and their options',
+             memory='predict (and with --measure, measure) the memory of fine-tuning a model with a method',
+             bench='benchmark methods side by side: step time, ratio to full fine-tuning, tokens/s, memory',
+             train='fine-tune a model on a csv/tsv/json(l)/txt file with a method (flags as in the HF example scripts)')
+
+def _parser(full:bool=True, # False: a fast first pass (no method option flags, no room imported) that catches most argument errors
+            only:str|None=None, # with `full`: give full flags to this command alone (the others' would import rooms for nothing)
+           )->argparse.ArgumentParser:
+    "The `lift-nb` parser; `full` adds every method's options as flags and the memory and bench commands' flags (they import the rooms)."
+    kw = {} if full else dict(allow_abbrev=False)  # the fast pass must not read `--r` (LoRA's rank) as `--resume_from_checkpoint`
+    p = argparse.ArgumentParser(prog='lift-nb', description='Layer-wise fine-tuning of transformers (LIFT and friends).', **kw)
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    d = sub.add_parser('demo', help='full fine-tuning vs LIFT on a GPT-2 built from a config and a generated task',
+    d = sub.add_parser('demo', help=_HELP['demo'], **kw,
                        description='Train a GPT-2 built from a config on a generated Markov-chain task, with full fine-tuning '
                                    'and with LIFT, and print step time, memory and loss side by side.')
-    d.add_argument('--steps', type=int, default=48, help='optimizer steps per method (default: 48)')
-    d.add_argument('--n_layers', type=int, default=6, help='GPT-2 blocks (default: 6)')
-    d.add_argument('--hidden', type=int, default=256, help='model width (default: 256)')
-    d.add_argument('--heads', type=int, default=4, help='attention heads (default: 4)')
-    d.add_argument('--vocab', type=int, default=512, help='vocabulary size (default: 512)')
-    d.add_argument('--seq_len', type=int, default=64, help='tokens per sequence (default: 64)')
-    d.add_argument('--batch_size', type=int, default=8, help='sequences per step (default: 8)')
-    d.add_argument('--learning_rate', '--lr', type=float, default=1e-3, dest='lr', help='AdamW learning rate (default: 1e-3)')
+    d.add_argument('--steps', type=_POS_INT, default=48, help='optimizer steps per method (default: 48)')
+    d.add_argument('--n_layers', type=_POS_INT, default=6, help='GPT-2 blocks (default: 6)')
+    d.add_argument('--hidden', type=_POS_INT, default=256, help='model width (default: 256)')
+    d.add_argument('--heads', type=_POS_INT, default=4, help='attention heads (default: 4)')
+    d.add_argument('--vocab', type=_POS_INT, default=512, help='vocabulary size (default: 512)')
+    d.add_argument('--seq_len', type=_POS_INT, default=64, help='tokens per sequence (default: 64)')
+    d.add_argument('--batch_size', type=_POS_INT, default=8, help='sequences per step (default: 8)')
+    d.add_argument('--learning_rate', '--lr', type=_POS_FLOAT, default=1e-3, dest='lr', help='AdamW learning rate (default: 1e-3)')
     d.add_argument('--seed', type=int, default=0, help='seed of the model, the task and the batches (default: 0)')
-    d.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s choice)')
+    d.add_argument('--threads', type=_POS_INT, default=None, help='torch threads (default: torch\'s choice)')
     d.add_argument('--json', metavar='PATH', help='also write the results as JSON to PATH')
     d.add_argument('--methods', nargs='+', default=['full', 'lift'], metavar='NAME',
                    help='methods to compare with their defaults (default: full lift); `lift-nb methods` lists them')
     d.add_argument('--no_progress', action='store_true', help='no progress bars')
-    sub.add_parser('methods', help='list the methods (schedules) and their options', description='List every registered method.')
-    m = sub.add_parser('memory', help='predict (and with --measure, measure) the memory of fine-tuning a model with a method',
-                       description='Predict the memory of fine-tuning a model with a method: parameters, gradients, optimizer '
-                                   'state and saved activations (from a real probe), per unit; --measure runs real steps and '
-                                   'prints the measured figures beside the prediction.')
+    sub.add_parser('methods', help=_HELP['methods'], description='List every registered method.')
+    if full and only in (None, 'memory'): _add_memory_args(sub.add_parser('memory', help=_HELP['memory'],
+                              description='Predict the memory of fine-tuning a model with a method: parameters, gradients, optimizer '
+                                          'state and saved activations (from a real probe), per unit; --measure runs real steps and '
+                                          'prints the measured figures beside the prediction.'))
+    else: sub.add_parser('memory', help=_HELP['memory'], add_help=False)  # its flags need the rooms: the full parser reads them
+    if full and only in (None, 'bench'):
+        from lift_nb.bench import add_bench_args
+        add_bench_args(sub.add_parser('bench', help=_HELP['bench'],
+                                      description='Train each method for a few steps on a model config (default: the built-in gpt2-small, '
+                                                  'bert-base and llama-small) in one process and print step time, throughput, peak '
+                                                  "memory, LIFT's lower bound and the targets."))
+    else: sub.add_parser('bench', help=_HELP['bench'], add_help=False)
+    t = sub.add_parser('train', help=_HELP['train'], add_help=full, **kw,
+                       description='Fine-tune a Hugging Face model with a lift_nb method. Flags follow run_glue.py / run_clm.py; '
+                                   'omit --label_column for causal-LM fine-tuning. Writes OUTPUT_DIR/metrics.json, '
+                                   'OUTPUT_DIR/history.jsonl and the model.')
+    _add_train_args(t)
+    add_method_args(t, default='lift', options=full)
+    return p
+
+def _add_memory_args(m):
+    from lift_nb.blocks import BUILTIN_MODELS
+    from lift_nb.memory import OPTIMIZER_STATES
     m.add_argument('--model', required=True, help=f"a built-in config ({', '.join(BUILTIN_MODELS)}; random init, no download), "
                                                   "a local folder, or a hub id")
     m.add_argument('--task', choices=('causal-lm', 'classification'), default=None, help="the head (default: the built-in's, else causal-lm)")
-    m.add_argument('--batch_size', type=int, default=8, help='sequences per step (default: 8)')
-    m.add_argument('--seq_len', type=int, default=128, help='tokens per sequence (default: 128)')
+    m.add_argument('--batch_size', type=_POS_INT, default=8, help='sequences per step (default: 8)')
+    m.add_argument('--seq_len', type=_POS_INT, default=128, help='tokens per sequence (default: 128)')
     m.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32', help='fp32, or bf16 mixed precision (default: fp32)')
     m.add_argument('--optimizer', choices=tuple(OPTIMIZER_STATES), default='adamw', help='optimizer whose state is counted (default: adamw)')
     m.add_argument('--measure', action='store_true', help='also run real training steps and print the measured figures')
@@ -213,72 +259,86 @@ def _parser()->argparse.ArgumentParser:
                    help='storage of units with nothing to train (default: fp32, as loaded; bf16: half their bytes)')
     m.add_argument('--json', metavar='PATH', help="write the results as JSON ('predicted' and 'measured' objects, in bytes)")
     add_method_args(m, default='full')
-    from lift_nb.bench import add_bench_args  # the bench room comes after this one; its flags live beside its code
-    add_bench_args(sub.add_parser('bench', help='benchmark methods side by side: step time, ratio to full fine-tuning, tokens/s, memory',
-                                  description='Train each method for a few steps on a model config (default: the built-in gpt2-small, '
-                                              'bert-base and llama-small) in one process and print step time, throughput, peak '
-                                              "memory, LIFT's lower bound and the targets."))
-    t = sub.add_parser('train', help='fine-tune a model on a csv/tsv/json file with a method (flags as in the HF example scripts)',
-                       description='Fine-tune a Hugging Face model with a lift_nb method. Flags follow run_glue.py / run_clm.py; '
-                                   'omit --label_column for causal-LM fine-tuning. Writes OUTPUT_DIR/metrics.json and the model.')
+
+def _add_train_args(t):
     t.add_argument('--model_name_or_path', required=True, help='a local folder, a hub id, or a built-in config (then give --tokenizer_name)')
     t.add_argument('--tokenizer_name', default=None, help='tokenizer folder or hub id (default: the model\'s)')
-    t.add_argument('--train_file', required=True, help='training data: .csv, .tsv or .json/.jsonl')
+    t.add_argument('--train_file', required=True, help='training data: .csv, .tsv, .json/.jsonl, or .txt (one text per line, causal LM)')
     t.add_argument('--validation_file', default=None, help='evaluation data, same format')
     t.add_argument('--text_column', default='text', help='the text column (default: text)')
     t.add_argument('--text_pair_column', default=None, help='a second text column, for sentence pairs')
     t.add_argument('--label_column', default=None, help='the label column; omit it for causal-LM fine-tuning')
-    t.add_argument('--max_steps', type=int, default=None, help='optimizer steps (overrides --num_train_epochs)')
-    t.add_argument('--num_train_epochs', type=float, default=1.0, help='epochs, if --max_steps is not given (default: 1)')
-    t.add_argument('--learning_rate', type=float, default=5e-5, help='peak learning rate (default: 5e-5)')
-    t.add_argument('--per_device_train_batch_size', type=int, default=8, help='batch size (default: 8)')
-    t.add_argument('--gradient_accumulation_steps', type=int, default=1, help='micro-batches per step (default: 1)')
-    t.add_argument('--max_grad_norm', type=float, default=1.0, help='gradient clipping (default: 1.0; 0 turns it off)')
-    t.add_argument('--weight_decay', type=float, default=0.0, help='AdamW weight decay (default: 0)')
-    t.add_argument('--warmup_steps', type=int, default=0, help='linear warmup steps (default: 0)')
+    t.add_argument('--problem_type', choices=('single_label_classification', 'regression'), default=None,
+                   help='what the labels are (default: inferred, as run_glue.py does: numbers with a fraction are a regression '
+                        'score, whole numbers and names are classes)')
+    t.add_argument('--max_steps', type=_POS_INT, default=None, help='optimizer steps (overrides --num_train_epochs)')
+    t.add_argument('--num_train_epochs', type=_POS_FLOAT, default=1.0, help='epochs, if --max_steps is not given (default: 1)')
+    t.add_argument('--learning_rate', type=_POS_FLOAT, default=5e-5, help='peak learning rate (default: 5e-5)')
+    t.add_argument('--per_device_train_batch_size', type=_POS_INT, default=8, help='batch size (default: 8)')
+    t.add_argument('--gradient_accumulation_steps', type=_POS_INT, default=1, help='micro-batches per step (default: 1)')
+    t.add_argument('--max_grad_norm', type=_NONNEG_FLOAT, default=1.0, help='gradient clipping (default: 1.0; 0 turns it off)')
+    t.add_argument('--weight_decay', type=_NONNEG_FLOAT, default=0.0, help='AdamW weight decay (default: 0)')
+    t.add_argument('--warmup_steps', type=_NONNEG_INT, default=0, help='linear warmup steps (default: 0)')
     t.add_argument('--warmup_restart', action='store_true', help='restart the warmup at every block switch')
-    t.add_argument('--max_seq_length', type=int, default=128, help='truncate examples to this many tokens (default: 128)')
-    t.add_argument('--eval_steps', type=int, default=None, help='evaluate every n steps (and at the end)')
-    t.add_argument('--save_steps', type=int, default=None, help='checkpoint every n steps')
-    t.add_argument('--seed', type=int, default=42, help='seed (default: 42)')
-    t.add_argument('--output_dir', required=True, help='where metrics.json, checkpoints and the model go')
+    t.add_argument('--max_seq_length', type=_POS_INT, default=128, help='truncate examples to this many tokens (default: 128)')
+    t.add_argument('--eval_steps', type=_POS_INT, default=None, help='evaluate every n steps (and at the end)')
+    t.add_argument('--save_steps', type=_POS_INT, default=None, help='checkpoint every n steps')
+    t.add_argument('--save_total_limit', type=_POS_INT, default=None, help='keep only the newest n checkpoints (default: all)')
+    t.add_argument('--logging_steps', type=_POS_INT, default=None, help='print a log line every n steps when there is no progress bar '
+                                                                       '(every step is in OUTPUT_DIR/history.jsonl)')
+    t.add_argument('--seed', type=int, default=42, help='seeds the new head, dropout and the data order (default: 42)')
+    t.add_argument('--output_dir', required=True, help='where metrics.json, history.jsonl, checkpoints and the model go')
+    t.add_argument('--overwrite_output_dir', action='store_true', help='train even if output_dir holds an earlier run (its files are replaced)')
     t.add_argument('--bf16', action='store_true', help='bf16 mixed precision')
-    t.add_argument('--fp16', action='store_true', help='fp16 mixed precision (GPU)')
+    t.add_argument('--fp16', action='store_true', help='fp16 mixed precision (needs a CUDA GPU)')
     t.add_argument('--frozen_dtype', choices=('bf16', 'fp32'), default='fp32',
                    help='store and run units with nothing to train in bf16 (faster, smaller; the trained block stays fp32) '
                         '(default: fp32, as loaded)')
-    t.add_argument('--resume_from_checkpoint', default=None, help='a checkpoint-N.pt in output_dir to continue from')
+    t.add_argument('--resume_from_checkpoint', default=None, metavar='PATH',
+                   help='a checkpoint-N.pt to continue from, or a folder (an output_dir): its latest checkpoint')
     t.add_argument('--no_progress', action='store_true', help='no progress bar')
-    add_method_args(t, default='lift')
-    return p
 
 # %% ../nbs/06_cli.ipynb #cd74c4db
-def _read_table(path:str):
-    "A `datasets.Dataset` from a csv, tsv or json(l) file."
-    from datasets import load_dataset
-    from pathlib import Path
-    ext = Path(path).suffix.lower()
-    if not Path(path).exists(): raise ValueError(f"{path} does not exist.")
-    if ext in ('.csv', '.tsv'): return load_dataset('csv', data_files=path, delimiter='\t' if ext == '.tsv' else ',', split='train')
-    if ext in ('.json', '.jsonl'): return load_dataset('json', data_files=path, split='train')
-    raise ValueError(f"{path}: use a .csv, .tsv, .json or .jsonl file.")
+_RUN_FILES = ('metrics.json', 'history.jsonl', 'config.json')
 
-def _examples(ds, tok, args, label2id:dict|None)->list:
-    "Tokenized examples (input_ids, and labels for a classifier)."
-    for c in [args.text_column] + [c for c in (args.text_pair_column, args.label_column) if c]:
-        if c not in ds.column_names: raise ValueError(f"Column {c!r} is not in the data (columns: {ds.column_names}).")
-    col = lambda c: [str(x) for x in ds[c]]
-    pairs = col(args.text_pair_column) if args.text_pair_column else None
-    enc = tok(col(args.text_column), pairs, truncation=True, max_length=args.max_seq_length)
-    out = [dict(input_ids=ids) for ids in enc['input_ids']]
-    if label2id is not None:
-        for e, y in zip(out, ds[args.label_column]):
-            if str(y) not in label2id: raise ValueError(f"Label {y!r} is not among the training labels {sorted(label2id)}.")
-            e['labels'] = label2id[str(y)]
-    return out
+def _check_output_dir(args)->None:
+    "Refuse an output_dir that is a file, cannot be written, or holds an earlier run (unless overwriting or resuming): before anything is loaded."
+    out = os.path.abspath(args.output_dir)
+    if os.path.isfile(out): raise ValueError(f"--output_dir {args.output_dir} is a file: give a folder (it is created if missing).")
+    up = out
+    while not os.path.exists(up): up = os.path.dirname(up)
+    if not os.path.isdir(up): raise ValueError(f"--output_dir {args.output_dir} cannot be created: {up} is a file.")
+    if not os.access(up, os.W_OK | os.X_OK): raise ValueError(f"--output_dir {args.output_dir} is not writable ({up} is read-only for this user).")
+    if os.path.isdir(out) and not args.overwrite_output_dir and not args.resume_from_checkpoint:
+        held = [f for f in os.listdir(out) if f in _RUN_FILES or (f.startswith('checkpoint-') and f.endswith('.pt'))]
+        if held: raise ValueError(f"--output_dir {args.output_dir} already holds a run ({', '.join(sorted(held)[:3])}"
+                                  f"{', ...' if len(held) > 3 else ''}): pass --overwrite_output_dir to replace it, "
+                                  f"or --resume_from_checkpoint {args.output_dir} to continue it.")
 
-def _final_model(trainer:LayerwiseTrainer):
+def _train_data(args, tok=None)->tuple:
+    "Read and check the training and validation files; with a tokenizer, also tokenize them. Returns (train, valid, labels)."
+    from lift_nb.data import DataError, infer_labels, read_table, texts, tokenize
+    train = read_table(args.train_file)
+    valid = read_table(args.validation_file) if args.validation_file else None
+    labels = None
+    if args.label_column:
+        labels = infer_labels(train, args.label_column, None if args.problem_type is None else args.problem_type == 'regression')
+        if valid is not None: labels.encode(valid)  # an unseen class or a missing label: refused now, not after training
+    elif args.problem_type: raise ValueError("--problem_type needs --label_column (without labels, lift-nb train fine-tunes a causal LM).")
+    for tbl in (train, valid):
+        if tbl is None: continue
+        texts(tbl, args.text_column)
+        if args.text_pair_column: texts(tbl, args.text_pair_column, 'text pair')
+    if tok is None: return train, valid, labels
+    def examples(tbl):
+        pairs = texts(tbl, args.text_pair_column, 'text pair') if args.text_pair_column else None
+        return tokenize(tok, texts(tbl, args.text_column), pairs, args.max_seq_length, labels.encode(tbl) if labels else None)
+    return examples(train), examples(valid) if valid is not None else None, labels
+
+# %% ../nbs/06_cli.ipynb #4e6d8798
+def _final_model(trainer):
     "The trained model (LoRA merged into it) and its whole weights (None: its own state dict will do); every process calls it."
+    from lift_nb.distributed import gather_full
     final = trainer.accelerator.unwrap_model(trainer.model)
     zero3 = [p for p in final.parameters() if hasattr(p, 'ds_id')]  # ZeRO-3 keeps a partition per process: gather them
     gathered = nullcontext()
@@ -292,43 +352,46 @@ def _final_model(trainer:LayerwiseTrainer):
     return final, None
 
 def _train_command(args)->dict:
-    "`lift-nb train`: load, tokenize, train with the method, evaluate, write metrics.json and the model."
-    import math, os
-    from transformers import AutoTokenizer
-    schedule = schedule_from_args(args)
+    "`lift-nb train`: check everything cheap, load, tokenize, train with the method, evaluate, write metrics.json and the model."
+    import math
     if args.bf16 and args.fp16: raise ValueError("Choose one of --bf16 and --fp16.")
-    train_ds = _read_table(args.train_file)
-    if len(train_ds) == 0: raise ValueError(f"{args.train_file} has no rows: nothing to train on.")
-    valid_ds = _read_table(args.validation_file) if args.validation_file else None
-    label2id = None
-    if args.label_column:
-        if args.label_column not in train_ds.column_names: raise ValueError(f"Column {args.label_column!r} is not in the data (columns: {train_ds.column_names}).")
-        label2id = {str(v): i for i, v in enumerate(sorted({str(v) for v in train_ds[args.label_column]}))}
-    task = 'classification' if label2id else 'causal-lm'
-    model = load_model(args.model_name_or_path, task, num_labels=len(label2id) if label2id else 2, seed=args.seed)
+    _check_output_dir(args)
+    import torch
+    from lift_nb.train import resolve_checkpoint
+    resume = resolve_checkpoint(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if args.fp16 and not torch.cuda.is_available():
+        raise ValueError("--fp16 needs a CUDA GPU and none is here: drop it (fp32), or use --bf16.")
+    if args.eval_steps and not args.validation_file: raise ValueError("--eval_steps needs --validation_file.")
+    if args.save_total_limit and not args.save_steps: raise ValueError("--save_total_limit needs --save_steps (no checkpoints are written without it).")
+    schedule = schedule_from_args(args)  # a wrong method option: refused before any file is read
+    train_tbl, valid_tbl, labels = _train_data(args)  # bad data: refused before the model is loaded
+    from transformers import AutoTokenizer
+    from lift_nb.blocks import load_model
+    from lift_nb.train import LayerwiseTrainer, TrainArgs, TrainingInterrupted
+    task = 'causal-lm' if labels is None else 'classification'
+    model = load_model(args.model_name_or_path, task, num_labels=labels.num_labels if labels else 2, seed=args.seed)
     try: tok = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
     except (OSError, ValueError):
         raise ValueError(f"No tokenizer for {args.tokenizer_name or args.model_name_or_path!r}: pass --tokenizer_name (a folder or hub id).") from None
     if tok.pad_token is None: tok.pad_token = tok.eos_token or tok.unk_token
     model.config.pad_token_id = tok.pad_token_id  # GPT-2 and LLaMA classifiers need it to find the last token
-    if label2id: model.config.label2id, model.config.id2label = label2id, {i: l for l, i in label2id.items()}
+    if labels and labels.kind == 'classification':
+        model.config.label2id, model.config.id2label = labels.label2id, {i: l for l, i in labels.label2id.items()}
     if len(tok) > model.config.vocab_size: raise ValueError(f"The tokenizer has {len(tok)} tokens, the model's embedding {model.config.vocab_size}.")
-    train_ex = _examples(train_ds, tok, args, label2id)
-    valid_ex = _examples(valid_ds, tok, args, label2id) if valid_ds is not None else None
+    train_ex, valid_ex, _ = _train_data(args, tok)
     bs, acc = args.per_device_train_batch_size, args.gradient_accumulation_steps
-    for k in ('per_device_train_batch_size', 'gradient_accumulation_steps', 'max_seq_length'):
-        if getattr(args, k) < 1: raise ValueError(f"--{k} must be at least 1, not {getattr(args, k)}.")
-    if args.max_steps is not None and args.max_steps < 1: raise ValueError(f"--max_steps must be at least 1, not {args.max_steps}.")
-    if args.num_train_epochs <= 0: raise ValueError(f"--num_train_epochs must be positive, not {args.num_train_epochs}.")
-    if args.eval_steps and valid_ex is None: raise ValueError("--eval_steps needs --validation_file.")
     steps = args.max_steps or max(1, math.ceil(args.num_train_epochs * len(train_ex) / (bs * acc)))
     targs = TrainArgs(max_steps=steps, learning_rate=args.learning_rate, batch_size=bs, grad_accum=acc,
                       max_grad_norm=args.max_grad_norm or None, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       warmup_restart=args.warmup_restart, eval_every=args.eval_steps, save_every=args.save_steps,
+                      save_total_limit=args.save_total_limit, logging_steps=args.logging_steps,
                       output_dir=args.output_dir, mixed_precision='bf16' if args.bf16 else 'fp16' if args.fp16 else 'no',
                       seed=args.seed, progress=not args.no_progress, frozen_dtype=None if args.frozen_dtype == 'fp32' else args.frozen_dtype)
     trainer = LayerwiseTrainer(model, schedule, train_ex, targs, valid_ex, pad_id=tok.pad_token_id)
-    try: metrics = trainer.fit(args.resume_from_checkpoint)
+    try: metrics = trainer.fit(resume)
+    except TrainingInterrupted as e:
+        if trainer.accelerator.is_main_process: print(str(e), file=sys.stderr, flush=True)
+        raise
     finally: trainer.close()
     if valid_ex is None:  # no validation file: report the loss on (up to 512) training examples, and say so
         metrics.update(trainer.evaluate(train_ex[:512])); metrics['eval_on'] = 'train'
@@ -337,10 +400,14 @@ def _train_command(args)->dict:
     os.makedirs(args.output_dir, exist_ok=True)
     final.save_pretrained(args.output_dir, state_dict=state)
     tok.save_pretrained(args.output_dir)
-    metrics.update(max_steps=steps, train_examples=len(train_ex), model=args.model_name_or_path)
+    metrics.update(train_examples=len(train_ex), model=args.model_name_or_path, seed=args.seed,
+                   task='causal-lm' if labels is None else labels.kind, labels=labels.names if labels else None,
+                   resumed_from=resume)
     with open(os.path.join(args.output_dir, 'metrics.json'), 'w') as f: json.dump(metrics, f, indent=1, default=str)
-    keys = [k for k in ('eval_accuracy', 'eval_loss', 'eval_perplexity', 'train_loss') if metrics.get(k) is not None]
-    print(f"{schedule.name}: {steps} steps in {metrics['train_runtime']:.1f} s ({metrics['train_steps_per_second']:.1f} steps/s); "
+    keys = [k for k in ('eval_accuracy', 'eval_f1', 'eval_matthews_correlation', 'eval_pearson', 'eval_spearmanr', 'eval_loss',
+                        'eval_perplexity', 'train_loss') if metrics.get(k) is not None]
+    part = f"steps {metrics['first_step'] + 1}-{steps} of {steps} (resumed)" if metrics['first_step'] else f"{steps} steps"
+    print(f"{schedule.name}: {part} in {metrics['train_runtime']:.1f} s ({metrics['train_steps_per_second']:.1f} steps/s); "
           + ', '.join(f"{k} {metrics[k]:.4g}" for k in keys))
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and the model")
     return metrics
@@ -348,6 +415,9 @@ def _train_command(args)->dict:
 # %% ../nbs/06_cli.ipynb #5e45c4a5
 def _memory_command(args)->dict:
     "`lift-nb memory`: predict (and measure) and print; returns the JSON-able result."
+    from lift_nb.blocks import load_model
+    from lift_nb.memory import compare, measure_memory, predict_memory
+    from lift_nb.schedule import make_schedule
     schedule = schedule_from_args(args)
     if args.batch_size < 1 or args.seq_len < 1: raise ValueError(f"--batch_size and --seq_len must be positive.")
     model = load_model(args.model, args.task)
@@ -374,41 +444,49 @@ def _memory_command(args)->dict:
     return res
 
 # %% ../nbs/06_cli.ipynb #48b55749
-def main(argv:list|None=None)->int:
-    "Entry point of the `lift-nb` console script."
-    p = _parser()
-    args = p.parse_args(argv)
-    if args.command is None:
-        p.print_help(); return 2
+def _quiet_libraries():
+    "Keep the report readable: no load reports or loading bars from transformers and datasets (errors still show)."
     from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()  # keep the report readable; errors still show
-    hf_logging.disable_progress_bar()  # the libraries' own loading bars: ours is enough
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try: import datasets; datasets.disable_progress_bars(); datasets.logging.set_verbosity_error()
     except ImportError: pass
-    if args.command == 'methods': print(methods_table()); return 0
-    if args.command == 'train':
-        try: _train_command(args)
-        except (ValueError, TypeError, ImportError) as e: p.error(str(e))
-        return 0
-    if args.command in ('bench', 'memory'):
-        from lift_nb.bench import bench_command  # the bench room comes after this one
-        try: res = (bench_command if args.command == 'bench' else _memory_command)(args)
-        except (ValueError, TypeError, ImportError) as e: p.error(str(e))
-        if args.json:
-            with open(args.json, 'w') as f: json.dump(res, f, indent=1)
-            print(f"wrote {args.json}")
-        return 0
-    if args.command == 'demo':
-        for k in ('steps', 'n_layers', 'hidden', 'heads', 'seq_len', 'batch_size'):
-            if getattr(args, k) < 1: p.error(f"--{k} must be at least 1, not {getattr(args, k)}")
-        if args.hidden % args.heads: p.error(f"--hidden ({args.hidden}) must be a multiple of --heads ({args.heads})")
-        if args.threads: torch.set_num_threads(args.threads)
-        for m in args.methods:
-            try: make_schedule(m)
-            except ValueError as e: p.error(str(e))
-        res = run_demo(args.steps, args.n_layers, args.hidden, args.heads, args.vocab, args.seq_len, args.batch_size,
-                       args.lr, args.seed, methods=tuple(args.methods), progress=not args.no_progress)
-        if args.json:
-            with open(args.json, 'w') as f: json.dump(res, f, indent=1)
-            print(f"wrote {args.json}")
+
+def main(argv:list|None=None)->int:
+    "Entry point of the `lift-nb` console script: 0 done, 2 bad arguments or data (one line), 130 interrupted."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith('-')), None)
+    full = command in ('memory', 'bench') or (command == 'train' and any(a in ('-h', '--help') for a in argv))
+    p = _parser(full=full, only=command)
+    args, rest = p.parse_known_args(argv)  # most argument errors end here, before torch is imported
+    if args.command is None:
+        if rest: p.error(f"unrecognized arguments: {' '.join(rest)}")
+        p.print_help(); return 2
+    if rest and not full: p = _parser(full=True, only=command); args = p.parse_args(argv)  # method options as flags (imports the schedule room)
+    elif rest: p.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        if args.command == 'methods': print(methods_table()); return 0
+        if args.command == 'demo':
+            if args.hidden % args.heads: raise ValueError(f"--hidden ({args.hidden}) must be a multiple of --heads ({args.heads})")
+            from lift_nb.schedule import make_schedule
+            for m in args.methods: make_schedule(m)
+            import torch
+            if args.threads: torch.set_num_threads(args.threads)
+            _quiet_libraries()
+            res = run_demo(args.steps, args.n_layers, args.hidden, args.heads, args.vocab, args.seq_len, args.batch_size,
+                           args.lr, args.seed, methods=tuple(args.methods), progress=not args.no_progress)
+        elif args.command == 'train':
+            _quiet_libraries()
+            _train_command(args); return 0
+        else:
+            _quiet_libraries()
+            from lift_nb.bench import bench_command
+            res = (bench_command if args.command == 'bench' else _memory_command)(args)
+    except (ValueError, TypeError, ImportError) as e: p.error(str(e))
+    except KeyboardInterrupt as e:  # TrainingInterrupted has printed where to resume; any other interruption wrote nothing new
+        if not hasattr(e, 'path'): print(f"interrupted before training finished: nothing new written", file=sys.stderr)
+        return 130
+    if args.json:
+        with open(args.json, 'w') as f: json.dump(res, f, indent=1)
+        print(f"wrote {args.json}")
     return 0

@@ -84,6 +84,13 @@ class Schedule:
         if head is None: head = type(self.units.model).__name__.endswith('ForSequenceClassification')
         return bool(head)
 
+    def resolved_options(self)->dict:
+        "The options as the run uses them: defaults that depend on the model (`train_head`, LoRA's rank and targets) filled in."
+        out = dict(self.options)
+        if out.get('train_head', False) is None and self.units is not None: out['train_head'] = self._train_head()
+        out.update(getattr(self, '_resolved', {}))
+        return out
+
     def __repr__(self): return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
 
 # %% ../nbs/03_schedule.ipynb #3252710b
@@ -472,6 +479,7 @@ class Lora(Schedule):
         r = self.options['r'] or d['r']
         alpha = self.options['alpha'] or (d['alpha'] if self.options['r'] is None else 2 * r)
         targets = self.options['target_modules'] or lora_targets(mt)
+        self._resolved = dict(r=r, alpha=alpha, target_modules=list(targets))  # what `resolved_options` reports
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=self.options['dropout'], target_modules=targets,
                          fan_in_fan_out=d.get('fan_in_fan_out', False))
         with warnings.catch_warnings():  # peft still calls transformers' deprecated `is_gradient_checkpointing`

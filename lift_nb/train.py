@@ -5,9 +5,14 @@
 # %% ../nbs/05_train.ipynb #7f775f36
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
+import re
+import signal
 import statistics
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -16,12 +21,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .blocks import find_units
+from .data import collate, task_metrics
 from .distributed import BlockSync, check_engine, configure_deepspeed, deepspeed_kwargs, fsdp_on_cpu, gather_full, shard_like
 from .freeze import FreezeEngine, SavedBytes, model_loss, optimizer_state_bytes
 from .schedule import Schedule, make_schedule
 
 # %% auto #0
-__all__ = ['autocast_for', 'TrainArgs', 'collate', 'LayerwiseTrainer', 'run_steps', 'LiftCallback']
+__all__ = ['autocast_for', 'TrainArgs', 'latest_checkpoint', 'resolve_checkpoint', 'prune_checkpoints', 'TrainingInterrupted',
+           'LayerwiseTrainer', 'run_steps', 'LiftCallback']
 
 # %% ../nbs/05_train.ipynb #7e219c58
 def _batch_at(data, step:int, batch_size:int):
@@ -75,22 +82,29 @@ class TrainArgs:
     cpu:bool = False # force the CPU even if a GPU is there
     progress:bool = True # progress bar
     frozen_dtype:str|None = None # 'bf16': store and run units with nothing to train in bf16 (faster, smaller); None: as loaded
+    logging_steps:int|None = None # print a log line every n steps when there is no progress bar
+    save_total_limit:int|None = None # keep only the newest n checkpoints in output_dir
+    save_on_interrupt:bool = True # on SIGINT/SIGTERM: finish the step, write a checkpoint, raise `TrainingInterrupted` (needs output_dir)
 
-# %% ../nbs/05_train.ipynb #9077f28c
-def collate(examples:list, # dicts with 'input_ids' (lists or tensors) and, for a classifier, 'labels'
-            pad_id:int=0, # the padding token id
-            causal_lm:bool=True, # labels are the input ids (padding masked with -100)
-           )->dict:
-    "Pad a list of tokenized examples into a batch with an attention mask."
-    ids = [torch.as_tensor(e['input_ids']) for e in examples]
-    n = max(len(x) for x in ids)
-    batch = torch.full((len(ids), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), n), dtype=torch.long)
-    for i, x in enumerate(ids): batch[i, :len(x)], mask[i, :len(x)] = x, 1
-    out = dict(input_ids=batch, attention_mask=mask)
-    if causal_lm: out['labels'] = batch.masked_fill(mask == 0, -100)
-    else: out['labels'] = torch.as_tensor([int(e['labels']) for e in examples])
-    return out
+    def __post_init__(self):
+        "Refuse values that would train wrongly (a negative warmup, a learning rate that is not a positive number) before anything runs."
+        for k in ('max_steps', 'batch_size', 'grad_accum'):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be at least 1, not {v!r}.")
+        for k in ('eval_every', 'save_every', 'logging_steps', 'save_total_limit'):
+            v = getattr(self, k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1): raise ValueError(f"{k} must be at least 1 (or None), not {v!r}.")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be 0 or more, not {self.warmup_steps!r}.")
+        for k, low in (('learning_rate', 'positive'), ('weight_decay', '0 or more'), ('max_grad_norm', 'positive (or None: no clipping)')):
+            v = getattr(self, k)
+            if v is None and k == 'max_grad_norm': continue
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and k != 'weight_decay'):
+                raise ValueError(f"{k} must be a finite number, {low}, not {v!r}.")
+        if self.decay not in ('linear', 'constant'): raise ValueError(f"decay must be 'linear' or 'constant', not {self.decay!r}.")
+        if self.mixed_precision not in ('no', 'bf16', 'fp16'): raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', not {self.mixed_precision!r}.")
+        if self.frozen_dtype not in (None, 'bf16'): raise ValueError(f"frozen_dtype must be None (as loaded) or 'bf16', not {self.frozen_dtype!r}.")
+        if self.save_every and not self.output_dir: raise ValueError("save_every needs output_dir: where should the checkpoints go?")
 
 # %% ../nbs/05_train.ipynb #bda825c5
 def _atomic_save(obj, path:str):
@@ -108,6 +122,73 @@ def _set_rng_state(st:dict):
     torch.set_rng_state(st['torch']); random.setstate(st['python'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
+# %% ../nbs/05_train.ipynb #21bb6159
+_CKPT = re.compile(r'^checkpoint-(\d+)\.pt$')
+
+def latest_checkpoint(folder:str, # an output_dir
+                     )->str|None:
+    "The newest `checkpoint-N.pt` in `folder` (highest N), or None."
+    found = [(int(m.group(1)), f) for f in os.listdir(folder) if (m := _CKPT.match(f))] if os.path.isdir(folder) else []
+    return os.path.join(folder, max(found)[1]) if found else None
+
+def resolve_checkpoint(path:str, # a checkpoint file, or a folder holding checkpoint-N.pt files
+                      )->str:
+    "The checkpoint file to resume from: `path` itself, or the latest in a folder; a missing one is refused with what exists."
+    if os.path.isdir(path):
+        found = latest_checkpoint(path)
+        if found is None: raise ValueError(f"{path} is a folder with no checkpoint-N.pt in it: pass a checkpoint file, or the output_dir of a run that saved one (--save_steps).")
+        return found
+    if not os.path.exists(path):
+        near = latest_checkpoint(os.path.dirname(path) or '.')
+        raise ValueError(f"No checkpoint at {path}" + (f"; the latest there is {near}." if near else "."))
+    return path
+
+def prune_checkpoints(folder:str, # where the checkpoints are
+                      limit:int, # how many to keep, newest first
+                      keep:str|None=None, # a path never to delete (the one just written)
+                     )->list:
+    "Delete all but the newest `limit` checkpoint-N.pt files in `folder`; returns the deleted paths."
+    found = sorted((int(m.group(1)), f) for f in os.listdir(folder) if (m := _CKPT.match(f)))
+    old = [os.path.join(folder, f) for _, f in found[:max(len(found) - limit, 0)]]
+    old = [p for p in old if keep is None or os.path.abspath(p) != os.path.abspath(keep)]
+    for p in old: os.remove(p)
+    return old
+
+def _identity_diff(saved:dict|None, now:dict)->str:
+    "What differs between a checkpoint's run and this one, in words ('' if nothing)."
+    if saved is None: return ''  # written before checkpoints recorded their run: the schedule's own check still applies
+    out = []
+    for k in ('method', 'options', 'max_steps'):
+        if saved.get(k) != now[k]: out.append(f"{k} {saved.get(k)!r} there, {now[k]!r} here")
+    sm, nm = saved.get('model', {}), now['model']
+    for k in ('cls', 'model_type', 'params', 'units'):
+        if sm.get(k) != nm[k]:
+            out.append(f"model {k} {sm.get(k)!r} there, {nm[k]!r} here" if k != 'units' else f"model units differ ({len(sm.get(k) or [])} there, {len(nm[k])} here)")
+    return '; '.join(out)
+
+# %% ../nbs/05_train.ipynb #62284a63
+class TrainingInterrupted(KeyboardInterrupt):
+    "Raised by `LayerwiseTrainer.fit` after SIGINT or SIGTERM: the step in progress finished and a checkpoint was written."
+    def __init__(self, step:int, path:str, signal_name:str='SIGINT'):
+        self.step, self.path, self.signal_name = step, path, signal_name
+        super().__init__(f"interrupted at step {step}: resume with --resume_from_checkpoint {path}")
+
+class _Interrupt:
+    "While training: the first SIGINT/SIGTERM is noted (the step finishes, then a checkpoint); a second one interrupts at once."
+    def __init__(self): self.signal, self._old = None, {}
+    @property
+    def name(self): return signal.Signals(self.signal).name if self.signal else ''
+    def _note(self, signum, frame):
+        self.signal = signum
+        for s, h in self._old.items(): signal.signal(s, h)  # a second signal: the usual behaviour
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            for s in (signal.SIGINT, signal.SIGTERM): self._old[s] = signal.signal(s, self._note)
+        return self
+    def __exit__(self, *exc):
+        for s, h in self._old.items(): signal.signal(s, h)
+        self._old = {}
+
 # %% ../nbs/05_train.ipynb #ad0de3e2
 class LayerwiseTrainer:
     "An accelerate training loop driven by a schedule, with the engine's backward truncation, evaluation and exact resume."
@@ -124,12 +205,9 @@ class LayerwiseTrainer:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
         self.args = args = args or TrainArgs()
+        args.__post_init__()  # checked again: fields may have been set after construction
         if not callable(train_data) and len(train_data) == 0: raise ValueError("The training data is empty: nothing to train on.")
-        for k in ('max_steps', 'batch_size', 'grad_accum'):
-            if getattr(args, k) < 1: raise ValueError(f"{k} must be at least 1, not {getattr(args, k)}.")
         if eval_data is not None and len(eval_data) == 0: raise ValueError("The evaluation data is empty: pass None for no evaluation.")
-        if args.decay not in ('linear', 'constant'): raise ValueError(f"decay must be 'linear' or 'constant', not {args.decay!r}.")
-        if args.save_every and not args.output_dir: raise ValueError("save_every needs output_dir: where should the checkpoints go?")
         self.schedule = make_schedule(schedule) if isinstance(schedule, str) else schedule
         st = AcceleratorState._shared_state
         if st and st.get('num_processes', 1) == 1 and (st.get('_mixed_precision') != args.mixed_precision or args.cpu):
@@ -147,6 +225,7 @@ class LayerwiseTrainer:
         self.model = self.schedule.prepare(model)
         cfg = getattr(model, 'config', None)
         self.causal_lm = not type(self.units_model()).__name__.endswith('ForSequenceClassification')
+        self.regression = not self.causal_lm and getattr(self.units_model().config, 'num_labels', 2) == 1  # one output: MSE, as HF does
         self.pad_id = pad_id if pad_id is not None else (getattr(cfg, 'pad_token_id', None) or 0)
         self.train_data, self.eval_data, self.callbacks = train_data, eval_data, list(callbacks)
         if not callable(train_data): self._check_data(train_data, 'training')
@@ -182,7 +261,11 @@ class LayerwiseTrainer:
         longest = max(len(e['input_ids']) for e in data)
         if npos and longest > npos: raise ValueError(f"A {what} example has {longest} tokens, beyond the model's {npos} positions: "
                                                      "truncate the examples (max_seq_length).")
-        if not self.causal_lm:
+        if self.regression:
+            bad = next((e for e in data if isinstance(e.get('labels'), bool) or not isinstance(e.get('labels'), (int, float))), None)
+            if bad is not None: raise ValueError(f"A regression head (num_labels=1) needs a number in 'labels' of every {what} example; "
+                                                 f"got {bad.get('labels')!r}.")
+        elif not self.causal_lm:
             bad = next((e for e in data if not isinstance(e.get('labels'), int) and not (torch.is_tensor(e.get('labels')) and e['labels'].dim() == 0)), None)
             if bad is not None: raise ValueError(f"A classifier needs an integer 'labels' in every {what} example; got {bad.get('labels')!r} "
                                                  "(map class names to ids first, as `lift-nb train` does).")
@@ -226,14 +309,15 @@ class LayerwiseTrainer:
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, data=None)->dict:
-        "Loss and accuracy (classifier) or loss and perplexity (causal LM) on `data` (default: the eval data), sharded over the processes."
+        "Loss and the task's metrics (`task_metrics`: accuracy, F1, Matthews; MSE, Pearson, Spearman) or perplexity (causal LM) on `data` (default: the eval data), sharded over the processes."
         data = self.eval_data if data is None else data
         if not data: raise ValueError("No evaluation data.")
         acc, bs = self.accelerator, self.args.batch_size
         starts = list(range(0, len(data), bs))[acc.process_index::acc.num_processes]  # this process's share of the batches
         rounds = -(-len(range(0, len(data), bs)) // acc.num_processes)  # every process runs as many forwards (FSDP gathers in each)
         self.model.eval()
-        tot = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss x examples, examples, correct
+        tot = torch.zeros(2, dtype=torch.float64, device=acc.device)  # loss x examples, examples
+        preds, labels = [], []
         for r in range(rounds):
             start = starts[r] if r < len(starts) else 0  # a process short of batches re-runs the first one, counted as nothing
             b = collate([data[j] for j in range(start, min(start + bs, len(data)))], self.pad_id, self.causal_lm)
@@ -242,13 +326,20 @@ class LayerwiseTrainer:
             if r >= len(starts): continue
             k = len(b['input_ids'])
             tot[0] += float(out.loss) * k; tot[1] += k
-            if not self.causal_lm: tot[2] += int((out.logits.argmax(-1) == b['labels']).sum())
+            if not self.causal_lm:
+                preds.append((out.logits[:, 0] if self.regression else out.logits.argmax(-1)).float().cpu())
+                labels.append(b['labels'].float().cpu())
         self.model.train()
         if acc.num_processes > 1: tot = acc.reduce(tot, reduction='sum')
-        loss, n, correct = tot.tolist()
+        loss, n = tot.tolist()
         m = dict(eval_loss=loss / n)
         if self.causal_lm: m['eval_perplexity'] = float(torch.exp(torch.tensor(m['eval_loss'])))
-        else: m['eval_accuracy'] = correct / n
+        else:  # every process's predictions, in rank order
+            shards = self.sync.gather((torch.cat(preds) if preds else torch.zeros(0), torch.cat(labels) if labels else torch.zeros(0)))
+            p, y = torch.cat([s[0] for s in shards]), torch.cat([s[1] for s in shards])
+            if not self.regression: p, y = p.long(), y.long()
+            m.update({f'eval_{k}': v for k, v in task_metrics(p, y, self.regression).items()})
+        m['eval_samples'] = int(n)
         return m
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -271,16 +362,34 @@ class LayerwiseTrainer:
                     model=model, schedule=self.schedule.state_dict(), optimizer=optimizer,
                     groups=[{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups] if opt is not None else [],
                     group_of={names[i]: g for i, g in self.engine._group.items() if i in names},
-                    parked=parked, active=[u.name for u in self.engine.active], args=asdict(self.args))
+                    parked=parked, active=[u.name for u in self.engine.active], args=asdict(self.args), run=self.run_identity())
         _atomic_save(ckpt, path)
+        if self.args.save_total_limit: prune_checkpoints(os.path.dirname(path) or '.', self.args.save_total_limit, keep=path)
         self._event('on_save', path=path)
         self.accelerator.wait_for_everyone()
         return path
 
+    def run_identity(self)->dict:
+        "What a checkpoint must agree on to resume this run: method, options, run length and model."
+        raw = self.accelerator.unwrap_model(self.model)  # DDP's wrapper off
+        m = raw.get_base_model() if callable(getattr(raw, 'get_base_model', None)) else raw  # LoRA's wrapper off
+        cls = next(c.__name__ for c in type(m).__mro__ if not c.__name__.startswith('FSDP'))  # FSDP2 subclasses it as FSDP<name>
+        return dict(method=self.schedule.name, options=dict(self.schedule.options), max_steps=self.args.max_steps,
+                    model=dict(cls=cls, model_type=getattr(getattr(m, 'config', None), 'model_type', None),
+                               params=sum(p.numel() for p in raw.parameters()), units=self.units.names))
+
     def _load(self, path:str):
+        path = resolve_checkpoint(path)
         dev = self.accelerator.device  # tensors saved on rank 0's GPU come to this process's (CPU ones stay)
         where = {f'cuda:{i}': str(dev) for i in range(torch.cuda.device_count())} if dev.type == 'cuda' else 'cpu'
-        ckpt = torch.load(path, map_location=where, weights_only=False)
+        try: ckpt = torch.load(path, map_location=where, weights_only=False)
+        except Exception as e:  # truncated, corrupted or not a checkpoint at all
+            raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'}): "
+                             "it may be truncated; resume from an earlier checkpoint-N.pt.") from None
+        if not isinstance(ckpt, dict) or 'model' not in ckpt: raise ValueError(f"{path} is not a checkpoint written by LayerwiseTrainer.save.")
+        diff = _identity_diff(ckpt.get('run'), self.run_identity())
+        if diff: raise ValueError(f"{path} belongs to another run: {diff}. Resume with the same method, options, model and max_steps, "
+                                  "or start a new run in another output_dir.")
         raw = self.accelerator.unwrap_model(self.model)
         if self.engine_name == 'fsdp2':  # whole tensors in the file: each process keeps its shards
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
@@ -312,80 +421,106 @@ class LayerwiseTrainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def fit(self,
-            resume_from:str|None=None, # a checkpoint written by `save` to continue from
+            resume_from:str|None=None, # a checkpoint written by `save` (or a folder of them: the latest) to continue from
             stop_after:int|None=None, # stop after this many steps of this call (an interruption, for tests and time limits)
            )->dict:
-        "Train to `max_steps` (from a checkpoint if given); returns the final metrics."
+        "Train to `max_steps` (from a checkpoint if given); returns the final metrics. SIGINT/SIGTERM: see `TrainingInterrupted`."
         a, acc = self.args, self.accelerator
         if resume_from and self.engine_name == 'deepspeed':
             raise ValueError("Resuming under DeepSpeed is not supported by LayerwiseTrainer: launch with DDP or FSDP2 to resume.")
         if resume_from: self._load(resume_from)
-        last = a.max_steps if stop_after is None else min(a.max_steps, self.step + stop_after)
+        first, last = self.step, a.max_steps if stop_after is None else min(a.max_steps, self.step + stop_after)
+        log_file = os.path.join(a.output_dir, 'history.jsonl') if a.output_dir and acc.is_main_process else None
+        if log_file:  # the whole history so far (a resumed run's included), then one line per step and evaluation
+            os.makedirs(a.output_dir, exist_ok=True)
+            with open(log_file, 'w') as f: f.writelines(json.dumps(h, default=str) + '\n' for h in self.history)
         self.model.train()
         self._event('on_train_begin', step=self.step)
-        t_start, peak = time.perf_counter(), 0
+        t_start, c_start, peak = time.perf_counter(), time.process_time(), 0
         bar = tqdm(range(self.step, last), desc=self.schedule.name, disable=not a.progress or not acc.is_main_process,
                    initial=self.step, total=a.max_steps)
-        for step in bar:
-            sel = self.sync.agree(self.schedule.trainable(step))  # rank 0's choice on every process
-            before = [u.name for u in self.engine.active]
-            t_sw = time.perf_counter()
-            self.engine.activate(list(sel.units), sel.params)
-            self.model = self.sync.wrap(self.model)  # DDP: a new reducer over the new trainable set
-            self._make_optimizer()
-            now = [u.name for u in self.engine.active]
-            if before and now != before:
-                self.switch_s.append(time.perf_counter() - t_sw)
-                self.switch_step = step
-                self._event('on_switch', step=step, old=before, new=now)
-            self._set_lr(step)
-            dev, loss_sum, saved, tokens, t_fwd, t_bwd = acc.device, 0.0, 0, 0, 0.0, 0.0
-            _reset_cuda_peak(dev); cuda = {}
-            t0 = time.perf_counter()
-            for i in range(a.grad_accum):  # process r takes micro-batches r, r + N, ...: N processes = accumulation over N
-                b = self.batch((step * a.grad_accum + i) * acc.num_processes + acc.process_index)
-                tokens += b['input_ids'].numel() if 'input_ids' in b else 0
-                ta = time.perf_counter()
-                with nullcontext() if i == a.grad_accum - 1 else acc.no_sync(self.model):  # gradients reduced once per step
-                    with acc.autocast(), SavedBytes(self.model) as sb: loss = model_loss(self.model, b, self.loss_fn) / a.grad_accum
-                    _sync(dev); tb = time.perf_counter(); cuda['forward'] = _cuda_peaks(dev)
-                    saved = max(saved, sb.total)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"The loss is {float(loss.detach())} at step {step} with {now} active: "
-                                                 "lower the learning rate or check the data.")
-                    acc.backward(loss)
-                _sync(dev); t_fwd += tb - ta; t_bwd += time.perf_counter() - tb; cuda['backward'] = _cuda_peaks(dev)
-                loss_sum += float(loss.detach())
-            self.schedule.observe(step, self.units)
-            grads = sum(p.grad.numel() * p.grad.element_size() for p in self.engine.trainable_parameters() if p.grad is not None)
-            if a.max_grad_norm: acc.clip_grad_norm_(self.engine.trainable_parameters(), a.max_grad_norm)
-            tc = time.perf_counter()
-            self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
-            _sync(dev); t3 = time.perf_counter(); cuda['optimizer'] = _cuda_peaks(dev)
-            memory = dict(params=sum(p.numel() * p.element_size() for p in self.model.parameters()), grads=grads, optimizer=optimizer_state_bytes(self.raw_optimizer), activations=saved)
-            self._cpu_peak = max(self._cpu_peak, sum(memory.values()))
-            self.step = step + 1
-            loss_sum = self.sync.mean(loss_sum)  # the loss of the whole step, over every process
-            if dev.type == 'cuda': peak = max(peak, cuda['backward']['allocated'], cuda['optimizer']['allocated'])
-            log = dict(step=self.step, loss=loss_sum, lr=self.raw_optimizer.param_groups[0]['lr'], step_s=t3 - t0,
-                       forward_s=t_fwd, backward_s=t_bwd, optimizer_s=t3 - tc, tokens=tokens, memory=memory,
-                       active=[n for n in now if n.startswith('block.')] or now, units=now)
-            if cuda.get('forward'): log['cuda'] = cuda
-            self.history.append(log)
-            bar.set_postfix(loss=f"{loss_sum:.3f}", active=','.join(log['active'])[:24], step=f"{log['step_s']*1e3:.0f}ms")
-            self._event('on_step_end', **log)
-            if a.eval_every and self.eval_data is not None and self.step % a.eval_every == 0 and self.step < a.max_steps:
-                m = self.evaluate(); m['step'] = self.step; self.history.append(m); self._event('on_evaluate', **m)
-            if a.save_every and self.step % a.save_every == 0: self.save()
-        runtime = time.perf_counter() - t_start
-        metrics = dict(train_runtime=runtime, train_steps_per_second=len(bar) / runtime if runtime else 0.0,
+        stop = _Interrupt() if a.save_on_interrupt and a.output_dir else nullcontext()
+        with stop:
+            for step in bar:
+                sel = self.sync.agree(self.schedule.trainable(step))  # rank 0's choice on every process
+                before = [u.name for u in self.engine.active]
+                t_sw = time.perf_counter()
+                self.engine.activate(list(sel.units), sel.params)
+                self.model = self.sync.wrap(self.model)  # DDP: a new reducer over the new trainable set
+                self._make_optimizer()
+                now = [u.name for u in self.engine.active]
+                if before and now != before:
+                    self.switch_s.append(time.perf_counter() - t_sw)
+                    self.switch_step = step
+                    self._event('on_switch', step=step, old=before, new=now)
+                self._set_lr(step)
+                dev, loss_sum, saved, tokens, t_fwd, t_bwd = acc.device, 0.0, 0, 0, 0.0, 0.0
+                _reset_cuda_peak(dev); cuda = {}
+                t0, c0 = time.perf_counter(), time.process_time()
+                for i in range(a.grad_accum):  # process r takes micro-batches r, r + N, ...: N processes = accumulation over N
+                    b = self.batch((step * a.grad_accum + i) * acc.num_processes + acc.process_index)
+                    tokens += b['input_ids'].numel() if 'input_ids' in b else 0
+                    ta = time.perf_counter()
+                    with nullcontext() if i == a.grad_accum - 1 else acc.no_sync(self.model):  # gradients reduced once per step
+                        with acc.autocast(), SavedBytes(self.model) as sb: loss = model_loss(self.model, b, self.loss_fn) / a.grad_accum
+                        _sync(dev); tb = time.perf_counter(); cuda['forward'] = _cuda_peaks(dev)
+                        saved = max(saved, sb.total)
+                        if not torch.isfinite(loss):
+                            raise FloatingPointError(f"The loss is {float(loss.detach())} at step {step} with {now} active: "
+                                                     "lower the learning rate or check the data.")
+                        acc.backward(loss)
+                    _sync(dev); t_fwd += tb - ta; t_bwd += time.perf_counter() - tb; cuda['backward'] = _cuda_peaks(dev)
+                    loss_sum += float(loss.detach())
+                self.schedule.observe(step, self.units)
+                grads = sum(p.grad.numel() * p.grad.element_size() for p in self.engine.trainable_parameters() if p.grad is not None)
+                if a.max_grad_norm: acc.clip_grad_norm_(self.engine.trainable_parameters(), a.max_grad_norm)
+                tc = time.perf_counter()
+                self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
+                _sync(dev); t3, c3 = time.perf_counter(), time.process_time(); cuda['optimizer'] = _cuda_peaks(dev)
+                memory = dict(params=sum(p.numel() * p.element_size() for p in self.model.parameters()), grads=grads, optimizer=optimizer_state_bytes(self.raw_optimizer), activations=saved)
+                self._cpu_peak = max(self._cpu_peak, sum(memory.values()))
+                self.step = step + 1
+                loss_sum = self.sync.mean(loss_sum)  # the loss of the whole step, over every process
+                if dev.type == 'cuda': peak = max(peak, cuda['backward']['allocated'], cuda['optimizer']['allocated'])
+                log = dict(step=self.step, loss=loss_sum, lr=self.raw_optimizer.param_groups[0]['lr'], step_s=t3 - t0, step_cpu_s=c3 - c0,
+                           forward_s=t_fwd, backward_s=t_bwd, optimizer_s=t3 - tc, tokens=tokens, memory=memory,
+                           active=[n for n in now if n.startswith('block.')] or now, units=now)
+                if cuda.get('forward'): log['cuda'] = cuda
+                self._record(log, log_file)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", active=','.join(log['active'])[:24], step=f"{log['step_s']*1e3:.0f}ms")
+                if a.logging_steps and self.step % a.logging_steps == 0 and bar.disable and acc.is_main_process:
+                    print(f"step {self.step}/{a.max_steps}: loss {loss_sum:.4f}, lr {log['lr']:.3g}, active {','.join(log['active'])}, "
+                          f"{log['step_s']*1e3:.0f} ms", flush=True)
+                self._event('on_step_end', **log)
+                if a.eval_every and self.eval_data is not None and self.step % a.eval_every == 0 and self.step < a.max_steps:
+                    m = self.evaluate(); m['step'] = self.step; self._record(m, log_file); self._event('on_evaluate', **m)
+                if a.save_every and self.step % a.save_every == 0: self.save()
+                if isinstance(stop, _Interrupt) and self.sync.mean(float(stop.signal is not None)) > 0:  # every process stops together
+                    bar.close()
+                    path = self.save()
+                    raise TrainingInterrupted(self.step, path, stop.name)
+        runtime, cpu = time.perf_counter() - t_start, time.process_time() - c_start
+        n_steps = self.step - first
+        samples = n_steps * a.batch_size * a.grad_accum * acc.num_processes
+        metrics = dict(train_runtime=runtime, train_steps=n_steps, first_step=first, max_steps=a.max_steps,
+                       train_steps_per_second=n_steps / runtime if runtime else 0.0,
+                       train_samples_per_second=samples / runtime if runtime else 0.0, train_cpu_s=cpu, threads=torch.get_num_threads(),
+                       epoch=None if callable(self.train_data) else self.step * a.batch_size * a.grad_accum * acc.num_processes / len(self.train_data),
                        train_loss=self.history[-1]['loss'] if self.history and 'loss' in self.history[-1] else None,
-                       peak_memory_bytes=peak or self._cpu_peak, method=self.schedule.name, method_options=self.schedule.options,
+                       peak_memory_bytes=peak or self._cpu_peak, method=self.schedule.name, method_options=self.schedule.resolved_options(),
+                       mixed_precision=a.mixed_precision, frozen_dtype=a.frozen_dtype,
                        num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps,
                        switch_ms=round(1e3 * statistics.median(self.switch_s), 3) if self.switch_s else None)
-        if self.eval_data is not None: metrics.update(self.evaluate())
+        if self.eval_data is not None:
+            m = self.evaluate(); metrics.update(m); self._record(dict(m, step=self.step), log_file)
         self._event('on_train_end', **metrics)
         return metrics
+
+    def _record(self, entry:dict, log_file:str|None):
+        "Keep `entry` in the history (and write it as one JSON line to `log_file`)."
+        self.history.append(entry)
+        if log_file:
+            with open(log_file, 'a') as f: f.write(json.dumps(entry, default=str) + '\n')
 
     def close(self):
         "Remove the engine's hooks and restore the model's flags."

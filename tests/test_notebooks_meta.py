@@ -256,3 +256,14 @@ def test_conftest_skip_exec_frontmatter_skips_the_notebook(tmp_path):
     res, outcomes = _run_pytest_on(tmp_path, cells)
     assert outcomes == {0: "skipped", 1: "skipped"}, res.stdout + res.stderr
     assert res.returncode == 0
+
+
+def test_cpu_kernel_level_pinned_for_stored_outputs():
+    "The suite (and the notebook kernels it starts) runs PyTorch at the AVX2 kernel level on any x86-64 machine (conftest.py)."
+    import torch
+    if os.environ.get("LIFT_NB_NATIVE_KERNELS"): pytest.skip("LIFT_NB_NATIVE_KERNELS=1: the machine's own kernels")
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT"), torch.backends.cpu.get_cpu_capability()
+    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                       capture_output=True, text=True, env={**os.environ, "ATEN_CPU_CAPABILITY": "default"})
+    assert r.stdout.strip() == "DEFAULT", r.stdout + r.stderr  # the variable takes effect (checked, not assumed)

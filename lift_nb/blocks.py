@@ -88,7 +88,7 @@ def load_model(name:str, # a key of `BUILTIN_MODELS`, a local folder, or a hub i
     if num_labels == 1 and kw: kw['problem_type'] = 'regression'  # one output: MSE loss, as run_glue.py does for STS-B
     p = Path(name).expanduser()
     if not p.exists() and (name.startswith(('.', '/', '~')) or name.count('/') > 1 or '\\' in name):
-        raise ValueError(f"No such folder: {name!r} (a path that does not exist; a hub id looks like 'org/name'). "
+        raise ValueError(f"Cannot load model {name!r}: no such folder (a path that does not exist; a hub id looks like 'org/name'). "
                          f"Built-in configs: {', '.join(BUILTIN_MODELS)}.")
     if kw and p.is_dir() and (p / 'config.json').exists():  # a saved classifier with another number of classes: its head is replaced
         saved = AutoConfig.from_pretrained(p)

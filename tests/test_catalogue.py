@@ -180,7 +180,7 @@ def test_fp16_on_a_cpu(work, tmp_path, capsys):
 
 def test_missing_local_model_folder(work, tmp_path, capsys):
     argv = base(work, tmp_path / 'out'); argv[argv.index('--model_name_or_path') + 1] = './no_such_model'
-    refused(argv, capsys, "No such folder: './no_such_model'", [tmp_path / 'out'])
+    refused(argv, capsys, "Cannot load model './no_such_model': no such folder", [tmp_path / 'out'])
 
 
 # -- output_dir: checked first --------------------------------------------------------------------------------------

@@ -399,9 +399,14 @@ def test_static_methods_under_deepspeed_equal_ddp(deepspeed_runs, stage, method)
     torch.testing.assert_close(ds[0][method]['loss'], ddp[0][method]['loss'], rtol=0, atol=1e-4)
     init = {n: p.detach() for n, p in tiny_model('gpt2', n_layers=4).named_parameters()}
     w, ref = ds[0][method]['w'], ddp[0][method]['w']
+    # ZeRO reduce-scatters where DDP all-reduces: the sums come in another order, and AdamW's first steps (sign-like,
+    # about lr per element) turn a last-digit difference in a near-zero gradient into up to 1.5e-5 (seen on an AVX2-only
+    # CPU, one element of 57k). Counted over the whole model: every element within 1e-4, at most 0.1% beyond 1e-5.
+    diffs = torch.cat([(w[n] - ref[n]).abs().flatten() for n in ref])
+    assert float(diffs.max()) <= 1e-4, f"largest difference {float(diffs.max()):.2e}"
+    assert float((diffs > 1e-5).float().mean()) <= 1e-3, f"{int((diffs > 1e-5).sum())} of {diffs.numel()} elements beyond 1e-5"
     for n in ref:
         assert torch.equal(w[n], ds[1][method]['w'][n]), f"ranks differ in {n}"
-        torch.testing.assert_close(w[n], ref[n], rtol=0, atol=1e-5, msg=lambda m: f"{n}: {m}")
         if method == 'freeze-bottom' and n.startswith(('transformer.h.0.', 'transformer.h.1.')):
             assert torch.equal(w[n], init[n]), f"{n} is frozen but moved (weight decay 0.1 would move it if ZeRO held it)"
 

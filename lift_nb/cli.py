@@ -263,7 +263,10 @@ def _add_memory_args(m):
 def _add_train_args(t):
     t.add_argument('--model_name_or_path', required=True, help='a local folder, a hub id, or a built-in config (then give --tokenizer_name)')
     t.add_argument('--tokenizer_name', default=None, help='tokenizer folder or hub id (default: the model\'s)')
-    t.add_argument('--train_file', required=True, help='training data: .csv, .tsv, .json/.jsonl, or .txt (one text per line, causal LM)')
+    t.add_argument('--train_file', default=None, help='training data: .csv, .tsv, .json/.jsonl, or .txt (one text per line, causal LM); '
+                   'required unless --task_name loads a GLUE task from the hub')
+    t.add_argument('--task_name', default=None, help="a GLUE task (cola, sst2, mrpc, rte, stsb): its files' columns, its labels (stsb: "
+                   "regression) and its metric; without --train_file, its train and dev splits from the Hugging Face hub")
     t.add_argument('--validation_file', default=None, help='evaluation data, same format')
     t.add_argument('--text_column', default='text', help='the text column (default: text)')
     t.add_argument('--text_pair_column', default=None, help='a second text column, for sentence pairs')
@@ -297,6 +300,7 @@ def _add_train_args(t):
     t.add_argument('--resume_from_checkpoint', default=None, metavar='PATH',
                    help='a checkpoint-N.pt to continue from, or a folder (an output_dir): its latest checkpoint')
     t.add_argument('--no_progress', action='store_true', help='no progress bar')
+    t.add_argument('--threads', type=_POS_INT, default=None, help="torch threads (default: torch's choice)")
 
 # %% ../nbs/06_cli.ipynb #cd74c4db
 _RUN_FILES = ('metrics.json', 'history.jsonl', 'config.json')
@@ -317,9 +321,20 @@ def _check_output_dir(args)->None:
 
 def _train_data(args)->tuple:
     "Read and check the training and validation files (before any model is loaded): (train `Table`, validation `Table` or None, `LabelSpec` or None)."
-    from lift_nb.data import infer_labels, read_table, texts
-    train = read_table(args.train_file)
-    valid = read_table(args.validation_file) if args.validation_file else None
+    from lift_nb.data import glue_table, glue_task, infer_labels, read_glue_file, read_table, texts
+    if args.task_name:  # a GLUE task: its columns and problem type; files read with its quirks, or the hub's splits
+        g = glue_task(args.task_name)
+        for flag, default in (('text_column', 'text'), ('text_pair_column', None), ('label_column', None)):
+            if getattr(args, flag) != default:
+                raise ValueError(f"--task_name {args.task_name} knows the task's columns: drop --{flag} (or drop --task_name).")
+        args.text_column, args.text_pair_column, args.label_column = 'sentence1', 'sentence2' if g.pair else None, 'label'
+        if g.regression and args.problem_type is None: args.problem_type = 'regression'
+        train = read_glue_file(args.task_name, args.train_file) if args.train_file else glue_table(args.task_name, 'train')
+        valid = (read_glue_file(args.task_name, args.validation_file) if args.validation_file else
+                 None if args.train_file else glue_table(args.task_name, 'dev'))
+    else:
+        train = read_table(args.train_file)
+        valid = read_table(args.validation_file) if args.validation_file else None
     labels = None
     if args.label_column:
         labels = infer_labels(train, args.label_column, None if args.problem_type is None else args.problem_type == 'regression')
@@ -355,10 +370,12 @@ def _final_model(trainer):
 
 def _train_command(args)->dict:
     "`lift-nb train`: check everything cheap, load, tokenize, train with the method, evaluate, write metrics.json and the model."
-    import math
+    if not args.train_file and not args.task_name:
+        raise ValueError("the following arguments are required: --train_file (or --task_name, for a GLUE task from the hub)")
     if args.bf16 and args.fp16: raise ValueError("Choose one of --bf16 and --fp16.")
     _check_output_dir(args)
     import torch
+    if args.threads: torch.set_num_threads(args.threads)
     from lift_nb.train import resolve_checkpoint
     resume = resolve_checkpoint(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     if args.fp16 and not torch.cuda.is_available():
@@ -406,9 +423,12 @@ def _train_command(args)->dict:
     metrics.update(train_examples=len(train_ex), model=args.model_name_or_path, seed=args.seed,
                    task='causal-lm' if labels is None else labels.kind, labels=labels.names if labels else None,
                    resumed_from=resume)
+    if args.task_name:  # the metric the task is reported with, named as the key that holds it
+        from lift_nb.data import glue_task
+        metrics.update(task_name=args.task_name, task_metric=f"eval_{glue_task(args.task_name).metric}")
     with open(os.path.join(args.output_dir, 'metrics.json'), 'w') as f: json.dump(metrics, f, indent=1, default=str)
-    keys = [k for k in ('eval_accuracy', 'eval_f1', 'eval_matthews_correlation', 'eval_pearson', 'eval_spearmanr', 'eval_loss',
-                        'eval_perplexity', 'train_loss') if metrics.get(k) is not None]
+    keys = ([metrics['task_metric']] if args.task_name else []) + [k for k in ('eval_accuracy', 'eval_f1', 'eval_matthews_correlation', 'eval_pearson', 'eval_spearmanr', 'eval_loss',
+                        'eval_perplexity', 'train_loss') if metrics.get(k) is not None and k != metrics.get('task_metric')]
     part = f"steps {metrics['first_step'] + 1}-{steps} of {steps} (resumed)" if metrics['first_step'] else f"{steps} steps"
     print(f"{schedule.name}: {part} in {metrics['train_runtime']:.1f} s ({metrics['train_steps_per_second']:.1f} steps/s); "
           + ', '.join(f"{k} {metrics[k]:.4g}" for k in keys))

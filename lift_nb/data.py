@@ -5,6 +5,8 @@
 # %% ../nbs/09_data.ipynb #f824c31b
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -14,8 +16,8 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['EXTENSIONS', 'DataError', 'Table', 'read_table', 'texts', 'LabelSpec', 'infer_labels', 'tokenize', 'collate',
-           'task_metrics', 'markov_sequences']
+__all__ = ['EXTENSIONS', 'GLUE_TASKS', 'DataError', 'Table', 'read_table', 'texts', 'LabelSpec', 'infer_labels', 'tokenize',
+           'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file', 'glue_table', 'markov_sequences']
 
 # %% ../nbs/09_data.ipynb #b498c5af
 class DataError(ValueError):
@@ -50,12 +52,13 @@ def _decode(path:str)->str:
         raise DataError(f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}; a Latin-1 or Windows-1252 file?): "
                         "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`.") from None
 
-def _read_delimited(path, text, sep):
-    import csv, io
+def _read_delimited(path, text, sep, names=None):
     # tsv: no quote processing (the TSV convention, and how GLUE's files must be read: their sentences contain '"')
     reader = csv.reader(io.StringIO(text), delimiter=sep, quoting=csv.QUOTE_NONE if sep == '\t' else csv.QUOTE_MINIMAL)
-    try: header = next(reader)
-    except StopIteration: header = []
+    if names is None:
+        try: header = next(reader)
+        except StopIteration: header = []
+    else: header = list(names)  # a file without a header line (CoLA's): every line is a row
     header = [h.strip() for h in header]
     if not any(header): raise DataError(f"{path} has no header line: the first line must name the columns (e.g. text{sep}label).")
     dup = sorted({h for h in header if header.count(h) > 1})
@@ -64,7 +67,7 @@ def _read_delimited(path, text, sep):
     for rec in reader:
         if not any(c.strip() for c in rec): continue  # blank line
         if len(rec) != len(header):
-            raise DataError(f"{path}, line {reader.line_num}: {len(rec)} fields where the header has {len(header)} "
+            raise DataError(f"{path}, line {reader.line_num}: {len(rec)} fields where the {'header' if names is None else 'column names'} have {len(header)} "
                             f"({', '.join(header)}); " + ("quote fields that contain ','." if sep == ',' else "a field holds a tab."))
         rows.append(dict(zip(header, rec))); lines.append(reader.line_num)
     return header, rows, lines
@@ -95,6 +98,7 @@ def _read_json(path, text, ext):
 
 # %% ../nbs/09_data.ipynb #d143fd6b
 def read_table(path:str, # a .csv, .tsv, .json, .jsonl or .txt file
+               column_names:list|None=None, # csv/tsv without a header line: the names of its columns (every line is a row)
               )->Table:
     "Read a data file into a `Table`, refusing missing, empty, header-only and non-UTF-8 files with one clear line."
     p = Path(path)
@@ -108,9 +112,10 @@ def read_table(path:str, # a .csv, .tsv, .json, .jsonl or .txt file
         pairs = [(i, l) for i, l in enumerate(text.splitlines(), 1) if l.strip()]
         return Table(str(path), ['text'], [dict(text=l) for _, l in pairs], [i for i, _ in pairs])
     if ext in ('.csv', '.tsv'):
-        cols, rows, lines = _read_delimited(path, text, '\t' if ext == '.tsv' else ',')
+        cols, rows, lines = _read_delimited(path, text, '\t' if ext == '.tsv' else ',', column_names)
         if not rows: raise DataError(f"{path} has a header ({', '.join(cols)}) but no rows.")
         return Table(str(path), cols, rows, lines)
+    if column_names is not None: raise DataError(f"{path}: column names apply to csv and tsv files; {ext} rows name their fields.")
     rows, lines = _read_json(path, text, ext)
     if not rows: raise DataError(f"{path} holds no rows.")
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -291,6 +296,74 @@ def task_metrics(preds:torch.Tensor, # predicted class ids (classification) or s
     den = math.sqrt((n * n - float((p * p).sum())) * (n * n - float((t * t).sum())))
     m['matthews_correlation'] = (s * n - float((t * p).sum())) / den if den else 0.0
     return m
+
+# %% ../nbs/09_data.ipynb #d6c6afab
+@dataclass(frozen=True)
+class GlueTask:
+    "Where one GLUE task's columns are in its download-script tsv files, and how it is scored."
+    folder:str # its folder in a GLUE download, e.g. 'CoLA'
+    text:str # the first text column of the tsv
+    pair:str|None # the second text column (sentence pairs), or None
+    label:str # the label (or score) column
+    metric:str # the metric the task is reported with (a key of `task_metrics`)
+    regression:bool = False # a float score: one output, MSE loss
+    header:tuple|None = None # the column names of files without a header line (CoLA's)
+    hub:tuple = ('sentence1', 'sentence2') # the text columns of the task in the hub's `nyu-mll/glue`
+
+GLUE_TASKS = dict(
+    cola=GlueTask('CoLA', 'sentence', None, 'label', 'matthews_correlation', header=('source', 'label', 'mark', 'sentence'),
+                  hub=('sentence', None)),
+    sst2=GlueTask('SST-2', 'sentence', None, 'label', 'accuracy', hub=('sentence', None)),
+    mrpc=GlueTask('MRPC', '#1 String', '#2 String', 'Quality', 'accuracy'),
+    rte=GlueTask('RTE', 'sentence1', 'sentence2', 'label', 'accuracy'),
+    stsb=GlueTask('STS-B', 'sentence1', 'sentence2', 'score', 'pearson', regression=True),
+)
+
+# %% ../nbs/09_data.ipynb #9eb3c0fe
+def glue_task(name:str)->GlueTask:
+    "The `GlueTask` of `name` (case and '-' ignored: 'STS-B' is 'stsb')."
+    key = name.lower().replace('-', '')
+    if key not in GLUE_TASKS: raise DataError(f"Unknown GLUE task {name!r}: use one of {', '.join(GLUE_TASKS)}.")
+    return GLUE_TASKS[key]
+
+def _glue_rows(table:Table, text:str, pair:str|None, label:str)->Table:
+    cols = ['sentence1'] + (['sentence2'] if pair else []) + ['label']
+    rows = [dict(sentence1=r[text], **({'sentence2': r[pair]} if pair else {}), label=r[label]) for r in table.rows]
+    return Table(table.path, cols, rows, table.lines)
+
+def read_glue_file(task:str, # a key of `GLUE_TASKS`
+                   path:str, # one of the task's tsv files as the GLUE download script writes them (or a csv/tsv/json with its columns)
+                  )->Table:
+    "A GLUE task's file as a `Table` with columns sentence1, (sentence2,) label: header-less files (CoLA's) read with the task's column names."
+    t = glue_task(task)
+    if not Path(path).exists(): raise DataError(f"{path}: no such file.")
+    first = _decode(str(path)).split('\n', 1)[0].split('\t')
+    table = read_table(str(path), column_names=t.header if t.header and Path(path).suffix == '.tsv' and t.text not in first else None)
+    for c in (t.text, t.pair, t.label):
+        if c and c not in table.columns:
+            raise DataError(f"{path} has columns {table.columns}, not GLUE {t.folder}'s {c!r}: is it the right task's file?")
+    return _glue_rows(table, t.text, t.pair, t.label)
+
+def glue_table(task:str, # a key of `GLUE_TASKS`: 'cola', 'mrpc', 'rte', 'stsb', 'sst2'
+               split:str='train', # 'train' or 'dev'
+               data_dir:str|None=None, # a GLUE download folder (holding CoLA/, MRPC/, ...); None: the Hugging Face hub
+              )->Table:
+    "One split of a GLUE task with columns sentence1, (sentence2,) label, read from a GLUE folder or the hub."
+    t = glue_task(task)
+    if split not in ('train', 'dev'): raise DataError(f"split must be 'train' or 'dev' (GLUE's test labels are not public), not {split!r}.")
+    if data_dir is None:
+        try:
+            from datasets import load_dataset
+            ds = load_dataset('nyu-mll/glue', task.lower().replace('-', ''), split='validation' if split == 'dev' else split)
+        except Exception as e:
+            raise DataError(f"Cannot load GLUE {task} from the Hugging Face hub ({type(e).__name__}): pass data_dir, a folder "
+                            "with the GLUE download script's files.") from None
+        a, b = t.hub
+        rows = [dict(r) for r in ds]
+        return _glue_rows(Table(f'nyu-mll/glue/{task}/{split}', list(ds.column_names), rows, list(range(1, len(rows) + 1))), a, b, 'label')
+    path = Path(data_dir) / t.folder / f'{split}.tsv'
+    if not path.exists(): raise DataError(f"{path}: no such file (a GLUE download has {t.folder}/train.tsv and {t.folder}/dev.tsv).")
+    return read_glue_file(task, str(path))
 
 # %% ../nbs/09_data.ipynb #6a16f243
 def markov_sequences(n:int, # how many sequences

@@ -65,6 +65,10 @@ class Schedule:
         return self.select(step)
 
     def observe(self, step:int, units:Units): "Look at weights or gradients after backward (adaptive methods)."
+
+    def lr_scale(self, unit:str|None=None)->float:
+        "The factor on the learning rate of `unit`'s parameters (None: the method's overall factor); 1.0 unless a method scales it."
+        return 1.0
     def prepare(self, model:torch.nn.Module)->torch.nn.Module: "Change the model before training (LoRA); default: unchanged."; return model
     def state_dict(self)->dict: return dict(name=self.name, options=dict(self.options), state=self._state())
     def _state(self)->dict: return {}
@@ -136,6 +140,13 @@ def make_schedule(name:str, # a registered name or alias
     return SCHEDULES[key](**options)
 
 # %% ../nbs/03_schedule.ipynb #5f833eb8
+class _WholeOrNorms:
+    "A parameter filter: every parameter of the units in `whole`, and the normalization parameters of the others."
+    def __init__(self, whole): self.whole = set(whole)
+    def __call__(self, unit, name:str, p)->bool:
+        mod = name.rsplit('.', 1)[0].rsplit('.', 1)[-1].lower()  # the module holding the parameter: LayerNorm, ln_1, input_layernorm
+        return unit.name in self.whole or 'norm' in mod or mod.startswith('ln')
+
 def _visit_rng(seed:int, visit:int)->random.Random:
     "A generator for one visit, so any step's block is known without replaying the run."
     return random.Random(seed * 1_000_003 + visit)
@@ -154,10 +165,17 @@ class Lift(Schedule):
                  state_policy:str='reset', # 'reset' or 'keep' the optimizer state of a block that leaves
                  seed:int=0, # seed of the random schedule
                  allow_partial:bool=False, # allow fewer steps than blocks (some blocks never train)
+                 lr_scale:float=1.0, # multiplies the learning rate of everything LIFT trains
+                 layer_decay:float=1.0, # block k of N trains at lr x layer_decay^(N-k) (the head at lr): layer-wise lr decay
+                 train_norms:bool=False, # also train the LayerNorms of the blocks above the active one (on the backward path
+                                         # already: the truncation stays)
                 ):
         super().__init__(range=range, schedule=schedule, policy=policy, steps_per_visit=steps_per_visit, passes=passes,
                          train_head=train_head, train_embeddings=train_embeddings, state_policy=state_policy, seed=seed,
-                         allow_partial=allow_partial)
+                         allow_partial=allow_partial, lr_scale=lr_scale, layer_decay=layer_decay, train_norms=train_norms)
+        for k, v in (('lr_scale', lr_scale), ('layer_decay', layer_decay)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{k} must be a positive number, not {v!r}.")
         if policy not in ('grouped', 'cyclic'): raise ValueError(f"policy must be 'grouped' or 'cyclic', not {policy!r}.")
         if isinstance(schedule, str) and schedule not in ('front2end', 'end2front', 'random'):
             raise ValueError(f"schedule must be 'front2end', 'end2front', 'random' or a list of 1-based block numbers, not {schedule!r}.")
@@ -199,6 +217,7 @@ class Lift(Schedule):
             n_tot = n_vis * (1 if self.options['policy'] == 'grouped' else self.options['passes'] or 2)
             per, extra = divmod(t, n_tot)  # visit v covers steps [start[v], start[v+1]); the first `extra` visits get one more
             self._starts = [v * per + min(v, extra) for v in range(n_tot + 1)]
+        self._norm_sel = {}
 
     def visit(self, step:int)->int:
         "The index of the visit `step` belongs to."
@@ -214,9 +233,21 @@ class Lift(Schedule):
         return self.order[v % len(self.order)]
 
     def select(self, step):
+        b = self.block(step)
         extra = (self._extras('final_norm', 'head') if self._train_head() else []) + \
                 (self._extras('embeddings') if self.options['train_embeddings'] else [])
-        return Selection(tuple(self._blocks([self.block(step)]) + extra))
+        if not self.options['train_norms']: return Selection(tuple(self._blocks([b]) + extra))
+        if b not in self._norm_sel:  # one Selection per block: the engine sees the same filter again and does nothing
+            whole = tuple(self._blocks([b]) + extra)
+            above = [u for u in self._blocks(range(b + 1, self.units.n_blocks)) + self._extras('final_norm') if u not in whole]
+            self._norm_sel[b] = Selection(whole + tuple(above), params=_WholeOrNorms(whole), tag='+norms')
+        return self._norm_sel[b]
+
+    def lr_scale(self, unit:str|None=None)->float:
+        "`lr_scale`, times `layer_decay`^(N-k) for block k (1-based) of N."
+        s, d = self.options['lr_scale'], self.options['layer_decay']
+        if unit and unit.startswith('block.') and d != 1: s *= d ** (self.units.n_blocks - 1 - int(unit.split('.')[1]))
+        return s
 
 # %% ../nbs/03_schedule.ipynb #e5d23194
 @register_schedule('full', aliases=('ft-full', 'full-ft'))

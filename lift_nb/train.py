@@ -298,8 +298,12 @@ class LayerwiseTrainer:
         decay = 1.0 if a.decay == 'constant' else max(0.0, (a.max_steps - step) / a.max_steps)
         return warm * decay
 
+    def lr_at(self, step:int, unit:str|None=None)->float:
+        "The learning rate of `unit` (None: the method's overall rate) at `step`: warmup and decay times the method's scale."
+        return self.args.learning_rate * self.lr_factor(step) * self.schedule.lr_scale(unit)
+
     def _set_lr(self, step):
-        for g in self.raw_optimizer.param_groups: g['lr'] = self.args.learning_rate * self.lr_factor(step)
+        for g in self.raw_optimizer.param_groups: g['lr'] = self.lr_at(step, g.get('unit'))
 
     # -- events -------------------------------------------------------------------------------
     def _event(self, name:str, **info):
@@ -414,10 +418,15 @@ class LayerwiseTrainer:
 
     def _make_optimizer(self):
         if self.raw_optimizer is None:
+            # one param group per unit (a method may scale a unit's learning rate: LIFT's layer_decay), empty until it trains;
             # fused AdamW (one kernel, no per-step temporaries) where torch has it: on a CPU it is several times faster
-            self.raw_optimizer = torch.optim.AdamW(self.engine.trainable_parameters(), lr=self.args.learning_rate,
-                                                   weight_decay=self.args.weight_decay, fused=self.accelerator.device.type in ('cpu', 'cuda'))
-            self.engine.attach_optimizer(self.raw_optimizer)
+            live, of = {id(p) for p in self.engine.trainable_parameters()}, {}
+            for i, u in enumerate(self.units):
+                for p in u.parameters(): of.setdefault(id(p), i)  # a tied parameter belongs to its first unit
+            groups = [dict(params=[p for p in u.parameters() if id(p) in live and of[id(p)] == i], unit=u.name) for i, u in enumerate(self.units)]
+            self.raw_optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay,
+                                                   fused=self.accelerator.device.type in ('cpu', 'cuda'))
+            self.engine.attach_optimizer(self.raw_optimizer, group_of=lambda name, p: of[id(p)])
             self.optimizer = self.accelerator.prepare(self.raw_optimizer)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -483,7 +492,7 @@ class LayerwiseTrainer:
                 self.step = step + 1
                 loss_sum = self.sync.mean(loss_sum)  # the loss of the whole step, over every process
                 if dev.type == 'cuda': peak = max(peak, cuda['backward']['allocated'], cuda['optimizer']['allocated'])
-                log = dict(step=self.step, loss=loss_sum, lr=self.raw_optimizer.param_groups[0]['lr'], step_s=t3 - t0, step_cpu_s=c3 - c0,
+                log = dict(step=self.step, loss=loss_sum, lr=self.lr_at(step), step_s=t3 - t0, step_cpu_s=c3 - c0,
                            forward_s=t_fwd, backward_s=t_bwd, optimizer_s=t3 - tc, tokens=tokens, memory=memory,
                            active=[n for n in now if n.startswith('block.')] or now, units=now)
                 if cuda.get('forward'): log['cuda'] = cuda

@@ -11,31 +11,17 @@ import time
 import torch
 
 from .blocks import BUILTIN_MODELS, find_units, load_model
+from .data import random_batches
 from .freeze import FreezeEngine, model_loss
 from .schedule import Schedule, canonical_method, make_schedule
 from .train import _batch_at, autocast_for, run_steps
 
 # %% auto #0
-__all__ = ['DEFAULT_METHODS', 'bench_data', 'time_forward', 'head_share', 'bench_method', 'bench', 'bench_table', 'bench_targets',
+__all__ = ['bench_data', 'DEFAULT_METHODS', 'time_forward', 'head_share', 'bench_method', 'bench', 'bench_table', 'bench_targets',
            'targets_table', 'plot_bench', 'add_bench_args', 'bench_command']
 
 # %% ../nbs/07_bench.ipynb #3e5d1c92
-def bench_data(model:torch.nn.Module, # the model the batches are for
-               batch_size:int, # sequences per step
-               seq_len:int, # tokens per sequence
-               n:int=4, # distinct batches (the loop cycles through them)
-               seed:int=0, # seeds the token ids and labels
-              ):
-    "Random token ids, the same for every method: a tensor for a causal LM, a list of labelled batches for a classifier."
-    cfg = model.config
-    npos = getattr(cfg, 'max_position_embeddings', None) or getattr(cfg, 'n_positions', None)
-    if npos and seq_len > npos: raise ValueError(f"seq_len {seq_len} is beyond the model's {npos} positions: use a shorter seq_len.")
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, cfg.vocab_size, (n * batch_size, seq_len), generator=g)
-    if not type(model).__name__.endswith('ForSequenceClassification'): return ids
-    labels = torch.randint(0, cfg.num_labels, (n * batch_size,), generator=g)
-    return [dict(input_ids=ids[i:i + batch_size], attention_mask=torch.ones_like(ids[i:i + batch_size]), labels=labels[i:i + batch_size])
-            for i in range(0, n * batch_size, batch_size)]
+bench_data = random_batches  # the benchmark's batches live in the data room (`lift_nb.data.random_batches`); the old name stays
 
 # %% ../nbs/07_bench.ipynb #d64da1b8
 def time_forward(model:torch.nn.Module, # the model (as the engine set it up, if one is attached)

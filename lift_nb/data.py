@@ -17,7 +17,8 @@ import torch
 
 # %% auto #0
 __all__ = ['EXTENSIONS', 'GLUE_TASKS', 'DataError', 'Table', 'read_table', 'texts', 'LabelSpec', 'infer_labels', 'tokenize',
-           'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file', 'glue_table', 'markov_sequences']
+           'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file', 'glue_table', 'markov_sequences',
+           'random_batches', 'random_batch']
 
 # %% ../nbs/09_data.ipynb #b498c5af
 class DataError(ValueError):
@@ -383,3 +384,35 @@ def markov_sequences(n:int, # how many sequences
     for t in range(1, seq_len):
         x[:, t] = succ[x[:, t-1], torch.randint(0, branching, (n,), generator=g)]
     return x
+
+# %% ../nbs/09_data.ipynb #efdda32c
+def _is_classifier(model)->bool:
+    base = getattr(model, 'get_base_model', lambda: model)()  # a LoRA wrapper: the model inside
+    return any(type(m).__name__.endswith('ForSequenceClassification') for m in (model, base))
+
+def random_batches(model:torch.nn.Module, # the model the batches are for
+                   batch_size:int, # sequences per step
+                   seq_len:int, # tokens per sequence
+                   n:int=4, # distinct batches (the loop cycles through them)
+                   seed:int=0, # seeds the token ids and labels
+                  ):
+    "Random token ids, the same for every method: a tensor for a causal LM, a list of labelled batches for a classifier (the benchmark's)."
+    cfg = model.config
+    npos = getattr(cfg, 'max_position_embeddings', None) or getattr(cfg, 'n_positions', None)
+    if npos and seq_len > npos: raise ValueError(f"seq_len {seq_len} is beyond the model's {npos} positions: use a shorter seq_len.")
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, cfg.vocab_size, (n * batch_size, seq_len), generator=g)
+    if not type(model).__name__.endswith('ForSequenceClassification'): return ids
+    labels = torch.randint(0, cfg.num_labels, (n * batch_size,), generator=g)
+    return [dict(input_ids=ids[i:i + batch_size], attention_mask=torch.ones_like(ids[i:i + batch_size]), labels=labels[i:i + batch_size])
+            for i in range(0, n * batch_size, batch_size)]
+
+def random_batch(model:torch.nn.Module, # the model (a LoRA-wrapped one too)
+                 batch_size:int, # sequences
+                 seq_len:int, # tokens per sequence
+                 device='cpu', # where the tensors go
+                 seed:int=0, # seeds the token ids
+                )->dict:
+    "One random batch of the model's task (the memory probe's): token ids from 3 up, and labels (class 0, or the ids for an LM)."
+    ids = torch.randint(3, max(model.config.vocab_size, 4), (batch_size, seq_len), generator=torch.Generator().manual_seed(seed)).to(device)
+    return dict(input_ids=ids, labels=torch.zeros(batch_size, dtype=torch.long, device=device) if _is_classifier(model) else ids)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .blocks import Units, find_units
+from .data import random_batch
 from .freeze import FreezeEngine, trace_backward
 from .schedule import Schedule, make_schedule
 from .train import autocast_for, run_steps
@@ -68,14 +69,6 @@ class MemoryPrediction:
     def __repr__(self): return self.table()
 
 # %% ../nbs/04_memory.ipynb #54da148a
-def _probe_batch(model, batch:int, seq_len:int, device, seed:int=0)->dict:
-    "A random batch for the probe: token ids and labels of the model's task."
-    cfg = model.config
-    ids = torch.randint(3, max(cfg.vocab_size, 4), (batch, seq_len), generator=torch.Generator().manual_seed(seed)).to(device)
-    is_cls = type(model).__name__.endswith('ForSequenceClassification') or getattr(model, 'base_model_prefix', '') and \
-             type(getattr(model, 'get_base_model', lambda: model)()).__name__.endswith('ForSequenceClassification')
-    return dict(input_ids=ids, labels=torch.zeros(batch, dtype=torch.long, device=device) if is_cls else ids)
-
 def _distinct(schedule:Schedule, units:Units, steps:int)->list:
     "The distinct selections a schedule makes over `steps` (adaptive ones: as they start)."
     out, seen = [], set()
@@ -106,7 +99,7 @@ def predict_memory(model:torch.nn.Module, # the model (any size; the probe runs 
     units = find_units(model)
     schedule.setup(units, steps or 4 * max(units.n_blocks, 2))
     device = next(model.parameters()).device
-    probes = [_probe_batch(model, b, seq_len, device) for b in (probe_batch, 2 * probe_batch)]
+    probes = [random_batch(model, b, seq_len, device) for b in (probe_batch, 2 * probe_batch)]
     was_training = model.training
     model.train()
     states = OPTIMIZER_STATES[optimizer]
@@ -179,7 +172,7 @@ def measure_memory(model:torch.nn.Module, # the model to train for a few steps (
         elif schedule.static: steps = 2
         else: steps = 4 * max(n, 2)  # the moving ones, over predict_memory's default run
     dev = torch.device(device) if device else next(model.parameters()).device
-    data = [_probe_batch(model, batch_size, seq_len, 'cpu', seed=t) for t in range(steps)]  # the model's task: LM or classifier
+    data = [random_batch(model, batch_size, seq_len, 'cpu', seed=t) for t in range(steps)]  # the model's task: LM or classifier
     record = snapshot is not None and dev.type == 'cuda'
     if record: torch.cuda.memory._record_memory_history(max_entries=200_000)
     try: out = run_steps(model, schedule, data, steps, batch_size, progress=progress, dtype=dtype, device=dev, frozen_dtype=frozen_dtype)

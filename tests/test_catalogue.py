@@ -372,3 +372,60 @@ def test_sigint_checkpoints_and_resumes_exactly(work, tmp_path):
     r = subprocess.run(cmd(tmp_path / 'straight'), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-800:]
     assert (tmp_path / 'cut' / 'model.safetensors').read_bytes() == (tmp_path / 'straight' / 'model.safetensors').read_bytes()
+
+
+# -- GLUE tasks by name (issue #15) -----------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def glue(work):
+    "A miniature GLUE download: CoLA without a header line, STS-B with its 10 columns and float scores, MRPC with its BOM."
+    import random
+    r, d = random.Random(1), work / 'glue'
+    sent = lambda y: ' '.join(r.sample(WORDS[6:], 3) + [r.choice(WORDS[:3] if y else WORDS[3:6])])
+    for sub in ('CoLA', 'STS-B', 'MRPC'): (d / sub).mkdir(parents=True, exist_ok=True)
+    for split in ('train', 'dev'):
+        (d / 'CoLA' / f'{split}.tsv').write_text(''.join(f"gj04\t{i % 2}\t{'' if i % 2 else '*'}\t{sent(i % 2)}\n" for i in range(40)))
+        (d / 'STS-B' / f'{split}.tsv').write_text('index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n' +
+            ''.join(f"{i}\tmain\tf\t2012\t{i}\tnone\tnone\t{sent(1)}\t{sent(i % 2)}\t{i % 5 + 0.2:.3f}\n" for i in range(40)))
+        (d / 'MRPC' / f'{split}.tsv').write_text('\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n' +
+            ''.join(f"{i % 2}\t{i}\t{i}\t{sent(1)}\t{sent(i % 2)}\n" for i in range(40)), encoding='utf-8')
+    return d
+
+
+def _glue_argv(work, glue, task, folder, out, *extra):
+    return ['train', '--model_name_or_path', str(work / 'bert'), '--task_name', task, '--train_file', str(glue / folder / 'train.tsv'),
+            '--validation_file', str(glue / folder / 'dev.tsv'), '--max_steps', '3', '--per_device_train_batch_size', '8',
+            '--output_dir', str(out), '--no_progress', '--threads', '1', *extra]
+
+
+@pytest.mark.parametrize('task,folder,metric,kind', [('cola', 'CoLA', 'eval_matthews_correlation', 'classification'),
+                                                     ('stsb', 'STS-B', 'eval_pearson', 'regression'),
+                                                     ('mrpc', 'MRPC', 'eval_accuracy', 'classification')])
+def test_task_name_reads_the_glue_files_and_names_the_metric(work, glue, tmp_path, capsys, task, folder, metric, kind):
+    rc, out, err = run(_glue_argv(work, glue, task, folder, tmp_path / 'o'), capsys)
+    assert rc == 0, err[-500:]
+    m = json.loads((tmp_path / 'o' / 'metrics.json').read_text())
+    assert (m['task_name'], m['task_metric'], m['task'], m['eval_samples']) == (task, metric, kind, 40)
+    assert m[metric] is not None and out.splitlines()[-2].split(': ', 1)[1].split('; ')[1].startswith(metric)  # the task's metric first
+    assert m['threads'] == 1
+
+
+def test_task_name_refuses_columns_and_a_wrong_file(work, glue, tmp_path, capsys):
+    refused(_glue_argv(work, glue, 'cola', 'CoLA', tmp_path / 'o', '--text_column', 'sentence'), capsys,
+            "--task_name cola knows the task's columns: drop --text_column", untouched=[tmp_path / 'o'])
+    refused(_glue_argv(work, glue, 'stsb', 'MRPC', tmp_path / 'o'), capsys, "not GLUE STS-B's 'sentence1'", untouched=[tmp_path / 'o'])
+    refused(_glue_argv(work, glue, 'wnli', 'CoLA', tmp_path / 'o'), capsys, 'Unknown GLUE task', untouched=[tmp_path / 'o'])
+
+
+def test_no_train_file_and_no_task(work, tmp_path, capsys):
+    argv = [a for a in base(work, tmp_path / 'o') if a not in ('--train_file', str(work / 'train.csv'))]
+    refused(argv, capsys, 'the following arguments are required: --train_file (or --task_name', untouched=[tmp_path / 'o'])
+
+
+def test_task_name_without_files_and_no_hub(work, tmp_path):
+    "Offline, a GLUE task from the hub is one line saying to pass the files."
+    env = dict(os.environ, HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1')
+    r = subprocess.run([LIFT_NB, 'train', '--model_name_or_path', str(work / 'bert'), '--task_name', 'rte', '--output_dir',
+                        str(tmp_path / 'o'), '--no_progress'], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-800:]
+    assert 'Cannot load GLUE rte from the Hugging Face hub' in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / 'o').exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['PATH_FLAGS', 'machine', 'run_key', 'train_run', 'read_cache', 'sweep', 'score', 'sweep_table']
+__all__ = ['PATH_FLAGS', 'machine', 'train_argv', 'run_key', 'train_run', 'read_cache', 'sweep', 'score', 'sweep_table']
 
 # %% ../nbs/10_study.ipynb #8422b3f8
 def machine()->dict:
@@ -40,7 +40,8 @@ def machine()->dict:
 # %% ../nbs/10_study.ipynb #9999d5ad
 PATH_FLAGS = ('model_name_or_path', 'tokenizer_name', 'train_file', 'validation_file')
 
-def _argv(flags:dict)->list:
+def train_argv(flags:dict)->list:
+    "The command-line arguments of `lift-nb train` for a dict of flags: True is a bare switch, False and None leave the flag out."
     out = []
     for k, v in flags.items():
         if v is False or v is None: continue
@@ -59,13 +60,13 @@ def train_run(flags:dict, # `lift-nb train` flags without `--`: {'learning_rate'
     if 'output_dir' in flags: raise ValueError("train_run gives each run its own output_dir: drop 'output_dir' from the flags.")
     out = tempfile.mkdtemp(prefix='lift_nb_run_')
     argv = [sys.executable, '-c', 'import sys; from lift_nb.cli import main; sys.exit(main(sys.argv[1:]))', 'train',
-            *_argv(dict(flags, no_progress=True, output_dir=out, threads=threads or flags.get('threads')))]
+            *train_argv(dict(flags, no_progress=True, output_dir=out, threads=threads or flags.get('threads')))]
     try:
         t0, m = time.perf_counter(), machine()
         r = subprocess.run(argv, capture_output=True, text=True)
         if r.returncode != 0:
             tail = '\n'.join((r.stdout + r.stderr).strip().splitlines()[-6:])
-            raise RuntimeError(f"lift-nb train {' '.join(_argv(flags))} failed (exit {r.returncode}):\n{tail}")
+            raise RuntimeError(f"lift-nb train {' '.join(train_argv(flags))} failed (exit {r.returncode}):\n{tail}")
         metrics = json.loads(Path(out, 'metrics.json').read_text())
     finally: shutil.rmtree(out, ignore_errors=True)
     m['threads'] = metrics.get('threads', m['threads'])
@@ -128,15 +129,18 @@ def sweep_table(records:list, # records of `sweep`
                 column=lambda r: r['flags'].get('task_name', ''), # `column(record) -> str`: the column (default: the GLUE task)
                 value=score, # `value(record) -> float`
                 scale:float=100.0, # points: x100
-                average:bool=True, # a last column: the mean over the columns
+                average:bool=True, # a last column: the mean over the columns (only where every column has values)
+                columns:list|None=None, # the columns, in order (default: as they come); a missing cell prints '-'
                )->tuple:
     "(text, data): a table of mean ± sd over seeds per row and column; data[row][column] is the list of values."
-    data, cols = {}, []
+    data, cols = {}, list(columns or [])
     for r in records:
         row = label(r)
         if row is None: continue
         c = column(r)
-        if c not in cols: cols.append(c)
+        if c not in cols:
+            if columns is not None: continue
+            cols.append(c)
         data.setdefault(row, {}).setdefault(c, []).append((r['flags'].get('seed'), value(r)))
     width = max([len(k) for k in data] + [6])
     head = f"{'':{width}}  " + '  '.join(f"{c:>13}" for c in cols) + (f"  {'average':>13}" if average else '')

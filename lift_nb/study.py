@@ -56,7 +56,7 @@ def run_key(flags:dict)->str:
 def train_run(flags:dict, # `lift-nb train` flags without `--`: {'learning_rate': 1e-4, 'no_progress': True, ...}
               threads:int|None=None, # torch threads of the run (default: its own choice)
              )->dict:
-    "Run `lift-nb train` once in a subprocess; returns {'flags', 'key', 'metrics', 'machine', 'wall_s'}."
+    "Run `lift-nb train` once in a subprocess; returns {'flags', 'key', 'metrics', 'evals', 'machine', 'wall_s'}."
     if 'output_dir' in flags: raise ValueError("train_run gives each run its own output_dir: drop 'output_dir' from the flags.")
     out = tempfile.mkdtemp(prefix='lift_nb_run_')
     argv = [sys.executable, '-c', 'import sys; from lift_nb.cli import main; sys.exit(main(sys.argv[1:]))', 'train',
@@ -68,9 +68,11 @@ def train_run(flags:dict, # `lift-nb train` flags without `--`: {'learning_rate'
             tail = '\n'.join((r.stdout + r.stderr).strip().splitlines()[-6:])
             raise RuntimeError(f"lift-nb train {' '.join(train_argv(flags))} failed (exit {r.returncode}):\n{tail}")
         metrics = json.loads(Path(out, 'metrics.json').read_text())
+        hist = Path(out, 'history.jsonl')  # the evaluations along the way (with --eval_steps) and at the end: a learning curve
+        evals = [h for h in map(json.loads, hist.read_text().splitlines()) if 'eval_loss' in h] if hist.exists() else []
     finally: shutil.rmtree(out, ignore_errors=True)
     m['threads'] = metrics.get('threads', m['threads'])
-    return dict(flags=flags, key=run_key(flags), metrics=metrics, machine=m, wall_s=round(time.perf_counter() - t0, 1))
+    return dict(flags=flags, key=run_key(flags), metrics=metrics, evals=evals, machine=m, wall_s=round(time.perf_counter() - t0, 1))
 
 # %% ../nbs/10_study.ipynb #2e589afd
 def read_cache(path:str)->dict:

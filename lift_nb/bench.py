@@ -10,9 +10,10 @@ import time
 
 import torch
 
-from .blocks import BUILTIN_MODELS, find_units, load_model
+from .blocks import BUILTIN_MODELS, find_units, is_classifier, load_model
 from .data import random_batches
 from .freeze import FreezeEngine, model_loss
+from .machine import machine_info, resolve_precision
 from .schedule import Schedule, canonical_method, make_schedule
 from .train import _batch_at, autocast_for, run_steps
 
@@ -87,8 +88,8 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
                  seq_len:int=128, # tokens per sequence
                  steps:int=3, # measured steps (per block, for a moving method)
                  warmup:int=1, # unmeasured steps before them (per block, for a moving method)
-                 dtype:str='fp32', # 'fp32' or 'bf16' mixed precision
-                 frozen_dtype:str|None='bf16', # units with nothing to train stored and run in this dtype (None: as loaded)
+                 dtype:str='fp32', # 'fp32', 'bf16' mixed precision, or 'auto' (bf16 where the device computes it natively)
+                 frozen_dtype:str|None='auto', # units with nothing to train stored and run in this dtype ('auto': bf16 where native; None/'fp32': as loaded)
                  lr:float=1e-5, # learning rate (small: the weights barely move, the timing is what counts)
                  progress:bool=False, # progress bar of the loop
                  lower_bound:bool=True, # for a moving method, time each block's no-grad forward too
@@ -144,23 +145,27 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
           seq_len:int=128, # tokens per sequence
           steps:int=3, # measured steps per method (per block for LIFT)
           warmup:int=1, # unmeasured steps before them
-          dtype:str='fp32', # 'fp32' or 'bf16' mixed precision, for every method
-          frozen_dtype:str|None='bf16', # units with nothing to train stored and run in this dtype, for every method (None: fp32)
+          dtype:str='fp32', # 'fp32', 'bf16' mixed precision, or 'auto' (bf16 where native), for every method
+          frozen_dtype:str|None='auto', # units with nothing to train stored and run in this dtype, for every method ('auto': bf16 where native; None: fp32)
           progress:bool=True, # one line per method as it finishes
          )->dict:
     "Benchmark `methods` side by side on `model`: step time, ratio to full fine-tuning, tokens/s, memory."
     autocast_for(dtype)  # validates it
+    asked = dict(dtype=dtype, frozen_dtype=frozen_dtype or 'fp32')
     scheds = [_bench_schedule(m) for m in methods]
     if not any(s.name == 'full' for s in scheds): scheds.insert(0, make_schedule('full'))
     names = [s.name for s in scheds]
     if len(set(names)) != len(names): raise ValueError(f"Each method once, please: {names}.")
     probe = _fresh(model)
     batch = _batch_at(bench_data(probe, batch_size, seq_len), 0, batch_size)
-    causal = not type(probe).__name__.endswith('ForSequenceClassification')
+    causal = not is_classifier(probe)
+    dev = next(probe.parameters()).device  # 'auto' resolved once, for every method: what ran is in the result and its table
+    dtype, frozen = (resolve_precision(v, dev, k) for k, v in asked.items())
+    frozen_dtype = None if frozen == 'fp32' else frozen
     res = dict(model=model if isinstance(model, str) else getattr(probe.config, 'model_type', 'model'),
                n_blocks=find_units(probe).n_blocks, params=sum(p.numel() for p in probe.parameters()),
-               batch_size=batch_size, seq_len=seq_len, dtype=dtype, frozen_dtype=frozen_dtype, steps=steps, warmup=warmup,
-               threads=torch.get_num_threads(), device=str(next(probe.parameters()).device), methods={})
+               batch_size=batch_size, seq_len=seq_len, dtype=dtype, frozen_dtype=frozen, asked=asked, steps=steps, warmup=warmup,
+               threads=torch.get_num_threads(), device=str(dev), **machine_info(dev), methods={})
     res['forward_s'] = time_forward(probe, batch, dtype)
     if causal: res['head_share'] = head_share(probe, batch, dtype)
     del probe
@@ -179,11 +184,17 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
     return res
 
 # %% ../nbs/07_bench.ipynb #ef048f96
+def _chosen(res:dict, key:str)->str:
+    "A precision as it ran, with the setting it came from when that was 'auto': 'fp32 (auto)'."
+    v = res[key] or 'fp32'
+    return f"{v} (auto)" if res.get('asked', {}).get(key) == 'auto' else v
+
 def bench_table(res:dict)->str:
     "A plain-text table of a `bench` result."
     full = res['methods']['full']
     lines = [f"{res['model']}: {res['n_blocks']} blocks, {res['params']/1e6:.1f}M params, batch {res['batch_size']} x {res['seq_len']}, "
-             f"{res['dtype']}, frozen units in {res['frozen_dtype'] or 'fp32'}, {res['threads']} threads, {res['device']}",
+             f"{_chosen(res, 'dtype')}, frozen units in {_chosen(res, 'frozen_dtype')}, {res['threads']} threads, {res['device']}"
+             + (f" ({res['cpu_capability']}{'' if res.get('native_bf16') else ', no native bf16'})" if res['device'] == 'cpu' and 'cpu_capability' in res else ''),
              f"{'method':16} {'step ms':>8} {'vs full':>8} {'tokens/s':>9} {'peak MiB':>9} {'vs full':>8}"]
     row = lambda name, s, mem: lines.append(f"{name:16} {s*1e3:8.0f} {s/full['step_s']:7.2f}x {res['batch_size']*res['seq_len']/s:9.0f} "
                                             + (f"{mem/2**20:9.1f} {mem/full['peak_memory_bytes']:7.2f}x" if mem else f"{'':9} {'':8}"))
@@ -267,9 +278,11 @@ def add_bench_args(b): # the `bench` subcommand's parser
                    help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)}); full is always run")
     b.add_argument('--batch_size', type=int, default=2, help='sequences per step (default: 2)')
     b.add_argument('--seq_len', type=int, default=128, help='tokens per sequence (default: 128)')
-    b.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32', help='fp32, or bf16 mixed precision (default: fp32)')
-    b.add_argument('--frozen_dtype', choices=('bf16', 'fp32'), default='bf16',
-                   help='storage of units with nothing to train, for every method (default: bf16; fp32 = plain truncation)')
+    b.add_argument('--dtype', choices=('fp32', 'bf16', 'auto'), default='fp32',
+                   help='fp32, bf16 mixed precision, or auto: bf16 where the device computes it natively (default: fp32)')
+    b.add_argument('--frozen_dtype', choices=('auto', 'bf16', 'fp32'), default='auto',
+                   help='storage of units with nothing to train, for every method (default: auto, bf16 where the device computes it '
+                        'natively (CUDA, AVX512_BF16, AMX), else fp32 = plain truncation)')
     b.add_argument('--steps', type=int, default=3, help='measured steps per method, per block for LIFT (default: 3)')
     b.add_argument('--warmup', type=int, default=1, help='unmeasured steps before them (default: 1)')
     b.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's choice)")
@@ -290,7 +303,7 @@ def bench_command(args)->dict:
     elif any(v is not None for k, v in vars(args).items() if k.startswith('m_')):
         raise ValueError("Method option flags need --method NAME: say which method they configure.")
     if args.threads: torch.set_num_threads(args.threads)
-    frozen = None if args.frozen_dtype == 'fp32' else args.frozen_dtype
+    frozen = args.frozen_dtype
     out = {}
     for name in args.model or list(BUILTIN_MODELS):
         model = name if (name in BUILTIN_MODELS or args.task is None) else (lambda n=name: load_model(n, args.task))

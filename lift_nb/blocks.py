@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['BUILTIN_MODELS', 'ARCHS', 'tiny_model', 'load_model', 'ArchSpec', 'register_arch', 'Unit', 'Units', 'find_units']
+__all__ = ['BUILTIN_MODELS', 'ARCHS', 'tiny_model', 'load_model', 'is_classifier', 'ArchSpec', 'register_arch', 'Unit', 'Units',
+           'find_units']
 
 # %% ../nbs/01_blocks.ipynb #20c91bb1
 _TINY = dict(  # per-architecture keyword names of a tiny config: layers, width, heads, FFN width, positions
@@ -102,6 +103,13 @@ def load_model(name:str, # a key of `BUILTIN_MODELS`, a local folder, or a hub i
         where = 'local folder' if p.exists() else 'hub id (offline machines cannot download it)'
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"Cannot load model {name!r} as a {where}: {first} Built-in configs: {', '.join(BUILTIN_MODELS)}.") from None
+
+# %% ../nbs/01_blocks.ipynb #38b24b29
+def is_classifier(model:nn.Module, # a Hugging Face model, or a peft wrapper of one
+                 )->bool:
+    "True for a `...ForSequenceClassification` model (a peft wrapper: the model inside)."
+    base = getattr(model, 'get_base_model', lambda: model)()
+    return any(type(m).__name__.endswith('ForSequenceClassification') for m in (model, base))
 
 # %% ../nbs/01_blocks.ipynb #7e8b4d98
 @dataclass(frozen=True)

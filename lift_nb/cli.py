@@ -250,13 +250,15 @@ def _add_memory_args(m):
     m.add_argument('--task', choices=('causal-lm', 'classification'), default=None, help="the head (default: the built-in's, else causal-lm)")
     m.add_argument('--batch_size', type=_POS_INT, default=8, help='sequences per step (default: 8)')
     m.add_argument('--seq_len', type=_POS_INT, default=128, help='tokens per sequence (default: 128)')
-    m.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32', help='fp32, or bf16 mixed precision (default: fp32)')
+    m.add_argument('--dtype', choices=('fp32', 'bf16', 'auto'), default='fp32',
+                   help='fp32, bf16 mixed precision, or auto: bf16 where the device computes it natively (default: fp32)')
     m.add_argument('--optimizer', choices=tuple(OPTIMIZER_STATES), default='adamw', help='optimizer whose state is counted (default: adamw)')
     m.add_argument('--measure', action='store_true', help='also run real training steps and print the measured figures')
     m.add_argument('--device', default=None, help="where --measure runs (e.g. cuda; default: cpu)")
     m.add_argument('--snapshot', metavar='PATH', help='with --measure on CUDA: write a memory snapshot for pytorch.org/memory_viz')
-    m.add_argument('--frozen_dtype', choices=('bf16', 'fp32'), default='fp32',
-                   help='storage of units with nothing to train (default: fp32, as loaded; bf16: half their bytes)')
+    m.add_argument('--frozen_dtype', choices=('auto', 'bf16', 'fp32'), default='auto',
+                   help='storage of units with nothing to train (default: auto, bf16 where the device computes it natively, else '
+                        'fp32 as loaded; bf16: half their bytes)')
     m.add_argument('--json', metavar='PATH', help="write the results as JSON ('predicted' and 'measured' objects, in bytes)")
     add_method_args(m, default='full')
 
@@ -294,11 +296,18 @@ def _add_train_args(t):
     t.add_argument('--overwrite_output_dir', action='store_true', help='train even if output_dir holds an earlier run (its files are replaced)')
     t.add_argument('--bf16', action='store_true', help='bf16 mixed precision')
     t.add_argument('--fp16', action='store_true', help='fp16 mixed precision (needs a CUDA GPU)')
-    t.add_argument('--frozen_dtype', choices=('bf16', 'fp32'), default='fp32',
-                   help='store and run units with nothing to train in bf16 (faster, smaller; the trained block stays fp32) '
-                        '(default: fp32, as loaded)')
+    t.add_argument('--frozen_dtype', choices=('auto', 'bf16', 'fp32'), default='auto',
+                   help='store and run units with nothing to train in bf16 (smaller; faster where the device computes bf16 '
+                        'natively; the trained block stays fp32) or fp32, as loaded (default: auto, bf16 where native: CUDA, '
+                        'AVX512_BF16, AMX; fp32 elsewhere)')
     t.add_argument('--resume_from_checkpoint', default=None, metavar='PATH',
                    help='a checkpoint-N.pt to continue from, or a folder (an output_dir): its latest checkpoint')
+    t.add_argument('--cache_prefix', action='store_true',
+                   help='store what the frozen units below the lowest trainable one compute, per training example, and skip them on '
+                        'later epochs (head-only, freeze-bottom, LIFT over a range above the bottom); the frozen prefix then runs '
+                        'without dropout (eval mode)')
+    t.add_argument('--cache_prefix_mib', type=float, default=1024, help="the prefix cache's memory budget in MiB (default: 1024)")
+    t.add_argument('--cache_prefix_dtype', choices=('fp32', 'bf16'), default='fp32', help="the prefix cache's storage (default: fp32)")
     t.add_argument('--no_progress', action='store_true', help='no progress bar')
     t.add_argument('--threads', type=_POS_INT, default=None, help="torch threads (default: torch's choice)")
 
@@ -319,16 +328,21 @@ def _check_output_dir(args)->None:
                                   f"{', ...' if len(held) > 3 else ''}): pass --overwrite_output_dir to replace it, "
                                   f"or --resume_from_checkpoint {args.output_dir} to continue it.")
 
+def _task_columns(args)->None:
+    "With --task_name, fill in the column flags (and STS-B's --problem_type) the GLUE task implies; column flags of one's own are refused."
+    from lift_nb.data import glue_task
+    if not args.task_name: return
+    g = glue_task(args.task_name)
+    for flag, default in (('text_column', 'text'), ('text_pair_column', None), ('label_column', None)):
+        if getattr(args, flag) != default:
+            raise ValueError(f"--task_name {args.task_name} knows the task's columns: drop --{flag} (or drop --task_name).")
+    args.text_column, args.text_pair_column, args.label_column = 'sentence1', 'sentence2' if g.pair else None, 'label'
+    if g.regression and args.problem_type is None: args.problem_type = 'regression'
+
 def _train_data(args)->tuple:
     "Read and check the training and validation files (before any model is loaded): (train `Table`, validation `Table` or None, `LabelSpec` or None)."
-    from lift_nb.data import glue_table, glue_task, infer_labels, read_glue_file, read_table, texts
-    if args.task_name:  # a GLUE task: its columns and problem type; files read with its quirks, or the hub's splits
-        g = glue_task(args.task_name)
-        for flag, default in (('text_column', 'text'), ('text_pair_column', None), ('label_column', None)):
-            if getattr(args, flag) != default:
-                raise ValueError(f"--task_name {args.task_name} knows the task's columns: drop --{flag} (or drop --task_name).")
-        args.text_column, args.text_pair_column, args.label_column = 'sentence1', 'sentence2' if g.pair else None, 'label'
-        if g.regression and args.problem_type is None: args.problem_type = 'regression'
+    from lift_nb.data import glue_table, infer_labels, read_glue_file, read_table, texts
+    if args.task_name:  # a GLUE task (columns set by `_task_columns`): files read with its quirks, or the hub's splits
         train = read_glue_file(args.task_name, args.train_file) if args.train_file else glue_table(args.task_name, 'train')
         valid = (read_glue_file(args.task_name, args.validation_file) if args.validation_file else
                  None if args.train_file else glue_table(args.task_name, 'dev'))
@@ -380,9 +394,11 @@ def _train_command(args)->dict:
     resume = resolve_checkpoint(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     if args.fp16 and not torch.cuda.is_available():
         raise ValueError("--fp16 needs a CUDA GPU and none is here: drop it (fp32), or use --bf16.")
-    if args.eval_steps and not args.validation_file: raise ValueError("--eval_steps needs --validation_file.")
+    hub_dev = args.task_name and not args.train_file  # a GLUE task from the hub comes with its dev split
+    if args.eval_steps and not (args.validation_file or hub_dev): raise ValueError("--eval_steps needs --validation_file.")
     if args.save_total_limit and not args.save_steps: raise ValueError("--save_total_limit needs --save_steps (no checkpoints are written without it).")
     schedule = schedule_from_args(args)  # a wrong method option: refused before any file is read
+    _task_columns(args)
     train_tbl, valid_tbl, labels = _train_data(args)  # bad data: refused before the model is loaded
     from transformers import AutoTokenizer
     from lift_nb.blocks import load_model
@@ -406,7 +422,8 @@ def _train_command(args)->dict:
                       warmup_restart=args.warmup_restart, eval_every=args.eval_steps, save_every=args.save_steps,
                       save_total_limit=args.save_total_limit, logging_steps=args.logging_steps,
                       output_dir=args.output_dir, mixed_precision='bf16' if args.bf16 else 'fp16' if args.fp16 else 'no',
-                      seed=args.seed, progress=not args.no_progress, frozen_dtype=None if args.frozen_dtype == 'fp32' else args.frozen_dtype)
+                      seed=args.seed, progress=not args.no_progress, frozen_dtype=args.frozen_dtype, cache_prefix=args.cache_prefix,
+                      cache_prefix_mib=args.cache_prefix_mib, cache_prefix_dtype=args.cache_prefix_dtype)
     trainer = LayerwiseTrainer(model, schedule, train_ex, targs, valid_ex, pad_id=tok.pad_token_id)
     try: metrics = trainer.fit(resume)
     except TrainingInterrupted as e:
@@ -446,18 +463,22 @@ def _memory_command(args)->dict:
     model = load_model(args.model, args.task)
     mpos = getattr(model.config, 'max_position_embeddings', None) or getattr(model.config, 'n_positions', None)
     if mpos and args.seq_len > mpos: raise ValueError(f"--seq_len {args.seq_len} is beyond the model's {mpos} positions.")
-    frozen = None if args.frozen_dtype == 'fp32' else args.frozen_dtype
-    pred = predict_memory(model, schedule, args.batch_size, args.seq_len, args.dtype, args.optimizer, frozen_dtype=frozen)
+    from lift_nb.machine import machine_info, resolve_precision
+    dev = args.device or 'cpu'  # 'auto' means what it means where the steps would run
+    dtype, fd = resolve_precision(args.dtype, dev, 'dtype'), resolve_precision(args.frozen_dtype, dev, 'frozen_dtype')
+    frozen = None if fd == 'fp32' else fd
+    pred = predict_memory(model, schedule, args.batch_size, args.seq_len, dtype, args.optimizer, frozen_dtype=frozen)
+    auto = lambda k, v: f"{v} (auto)" if getattr(args, k) == 'auto' else v
     print(f"{args.model}: {sum(p.numel() for p in model.parameters())/1e6:.1f} M parameters; method {schedule!r}; "
-          f"batch {args.batch_size} x {args.seq_len}; {args.dtype}; {args.optimizer}")
+          f"batch {args.batch_size} x {args.seq_len}; {auto('dtype', dtype)}, frozen units {auto('frozen_dtype', fd)}; {args.optimizer}")
     print(pred.table())
     res = dict(model=args.model, method=schedule.name, options=schedule.options, batch_size=args.batch_size, seq_len=args.seq_len,
-               dtype=args.dtype, frozen_dtype=args.frozen_dtype, optimizer=args.optimizer, worst_step=pred.worst.label, predicted=pred.as_dict(),
+               dtype=dtype, frozen_dtype=fd, asked=dict(dtype=args.dtype, frozen_dtype=args.frozen_dtype), **machine_info(dev), optimizer=args.optimizer, worst_step=pred.worst.label, predicted=pred.as_dict(),
                per_unit={n: b.as_dict() for n, b in pred.worst.per_unit.items()}, measured=None)
     if args.measure:
         if args.optimizer != 'adamw': raise ValueError("--measure trains with AdamW: drop --optimizer or measure without it.")
         meas = measure_memory(load_model(args.model, args.task), make_schedule(schedule.name, **schedule.options), args.batch_size,
-                              args.seq_len, args.dtype, device=args.device, snapshot=args.snapshot, progress=True, frozen_dtype=frozen)
+                              args.seq_len, dtype, device=args.device, snapshot=args.snapshot, progress=True, frozen_dtype=frozen)
         print(compare(pred, meas))
         print(f"measured on {meas.device}: step {meas.step_s*1e3:.0f} ms (forward {meas.phases['forward']*1e3:.0f} ms, "
               f"backward {meas.phases['backward']*1e3:.0f} ms, optimizer {meas.phases['optimizer']*1e3:.0f} ms), {meas.tokens_per_s:.0f} tokens/s")

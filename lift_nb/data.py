@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .blocks import is_classifier
+
 # %% auto #0
 __all__ = ['EXTENSIONS', 'GLUE_TASKS', 'DataError', 'Table', 'read_table', 'texts', 'LabelSpec', 'infer_labels', 'tokenize',
            'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file', 'glue_table', 'markov_sequences',
@@ -323,9 +325,12 @@ GLUE_TASKS = dict(
 # %% ../nbs/09_data.ipynb #9eb3c0fe
 def glue_task(name:str)->GlueTask:
     "The `GlueTask` of `name` (case and '-' ignored: 'STS-B' is 'stsb')."
+    return GLUE_TASKS[_glue_key(name)]
+
+def _glue_key(name:str)->str:
     key = name.lower().replace('-', '')
     if key not in GLUE_TASKS: raise DataError(f"Unknown GLUE task {name!r}: use one of {', '.join(GLUE_TASKS)}.")
-    return GLUE_TASKS[key]
+    return key
 
 def _glue_rows(table:Table, text:str, pair:str|None, label:str)->Table:
     cols = ['sentence1'] + (['sentence2'] if pair else []) + ['label']
@@ -338,7 +343,7 @@ def read_glue_file(task:str, # a key of `GLUE_TASKS`
     "A GLUE task's file as a `Table` with columns sentence1, (sentence2,) label: header-less files (CoLA's) read with the task's column names."
     t = glue_task(task)
     if not Path(path).exists(): raise DataError(f"{path}: no such file.")
-    first = _decode(str(path)).split('\n', 1)[0].split('\t')
+    with open(path, 'rb') as f: first = f.readline().decode('utf-8-sig', 'replace').rstrip('\r\n').split('\t')  # read_table decodes the rest
     table = read_table(str(path), column_names=t.header if t.header and Path(path).suffix == '.tsv' and t.text not in first else None)
     for c in (t.text, t.pair, t.label):
         if c and c not in table.columns:
@@ -355,7 +360,7 @@ def glue_table(task:str, # a key of `GLUE_TASKS`: 'cola', 'mrpc', 'rte', 'stsb',
     if data_dir is None:
         try:
             from datasets import load_dataset
-            ds = load_dataset('nyu-mll/glue', task.lower().replace('-', ''), split='validation' if split == 'dev' else split)
+            ds = load_dataset('nyu-mll/glue', _glue_key(task), split='validation' if split == 'dev' else split)
         except Exception as e:
             raise DataError(f"Cannot load GLUE {task} from the Hugging Face hub ({type(e).__name__}): pass data_dir, a folder "
                             "with the GLUE download script's files.") from None
@@ -386,10 +391,6 @@ def markov_sequences(n:int, # how many sequences
     return x
 
 # %% ../nbs/09_data.ipynb #efdda32c
-def _is_classifier(model)->bool:
-    base = getattr(model, 'get_base_model', lambda: model)()  # a LoRA wrapper: the model inside
-    return any(type(m).__name__.endswith('ForSequenceClassification') for m in (model, base))
-
 def random_batches(model:torch.nn.Module, # the model the batches are for
                    batch_size:int, # sequences per step
                    seq_len:int, # tokens per sequence
@@ -402,7 +403,7 @@ def random_batches(model:torch.nn.Module, # the model the batches are for
     if npos and seq_len > npos: raise ValueError(f"seq_len {seq_len} is beyond the model's {npos} positions: use a shorter seq_len.")
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, cfg.vocab_size, (n * batch_size, seq_len), generator=g)
-    if not type(model).__name__.endswith('ForSequenceClassification'): return ids
+    if not is_classifier(model): return ids
     labels = torch.randint(0, cfg.num_labels, (n * batch_size,), generator=g)
     return [dict(input_ids=ids[i:i + batch_size], attention_mask=torch.ones_like(ids[i:i + batch_size]), labels=labels[i:i + batch_size])
             for i in range(0, n * batch_size, batch_size)]
@@ -415,4 +416,4 @@ def random_batch(model:torch.nn.Module, # the model (a LoRA-wrapped one too)
                 )->dict:
     "One random batch of the model's task (the memory probe's): token ids from 3 up, and labels (class 0, or the ids for an LM)."
     ids = torch.randint(3, max(model.config.vocab_size, 4), (batch_size, seq_len), generator=torch.Generator().manual_seed(seed)).to(device)
-    return dict(input_ids=ids, labels=torch.zeros(batch_size, dtype=torch.long, device=device) if _is_classifier(model) else ids)
+    return dict(input_ids=ids, labels=torch.zeros(batch_size, dtype=torch.long, device=device) if is_classifier(model) else ids)

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .blocks import Unit, Units, find_units
+from .machine import resolve_precision
 
 # %% auto #0
 __all__ = ['model_loss', 'FreezeEngine', 'SavedBytes', 'UnitTrace', 'BackwardTrace', 'trace_backward', 'trace_table',
@@ -77,10 +78,14 @@ class FreezeEngine:
                  units:Units|None=None, # its units (default: `find_units(model)`)
                  truncate:bool=True, # run the frozen prefix without grad; False gives naive freezing
                  state_policy:str='reset', # on a switch, 'reset' drops a leaving unit's optimizer state, 'keep' parks it on the CPU
-                 frozen_dtype=None, # 'bf16'/'fp16' (or a torch dtype): store and run units with nothing to train in it; None: as loaded
+                 frozen_dtype=None, # 'bf16'/'fp16' (or a torch dtype): store and run units with nothing to train in it; None: as loaded; 'auto': bf16 where native
                 ):
         if state_policy not in ('reset', 'keep'): raise ValueError(f"state_policy must be 'reset' or 'keep', not {state_policy!r}.")
         self.model, self.units, self.truncate, self.state_policy = model, units or find_units(model), truncate, state_policy
+        if isinstance(frozen_dtype, str):  # 'auto' resolved for the model's device; bf16 on a CPU without it warns
+            p = next(model.parameters(), None)
+            want = resolve_precision(frozen_dtype.lower(), 'cpu' if p is None else p.device, 'frozen_dtype')
+            frozen_dtype = None if frozen_dtype.lower() == 'auto' and want == 'fp32' else want
         self.frozen_dtype = _as_dtype(frozen_dtype)
         other = getattr(model, '_lift_nb_engine', None)
         if other is not None: raise RuntimeError(f"This model already has an engine ({other!r}); call its .remove() first: "

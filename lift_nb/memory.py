@@ -12,6 +12,7 @@ import torch
 from .blocks import Units, find_units
 from .data import random_batch
 from .freeze import FreezeEngine, trace_backward
+from .machine import resolve_precision
 from .schedule import Schedule, make_schedule
 from .train import autocast_for, run_steps
 
@@ -83,16 +84,17 @@ def predict_memory(model:torch.nn.Module, # the model (any size; the probe runs 
                    method='full', # a method name or a `Schedule`
                    batch_size:int=8, # sequences per step
                    seq_len:int=128, # tokens per sequence
-                   dtype:str='fp32', # 'fp32' or 'bf16' (mixed precision)
+                   dtype:str='fp32', # 'fp32', 'bf16' (mixed precision) or 'auto' (bf16 where native)
                    optimizer:str='adamw', # 'adamw', 'adam', 'sgd' or 'sgd-momentum'
                    probe_batch:int=1, # sequences in the first probe (a second runs twice as many): saved bytes = fixed + per-sequence x batch
                    steps:int|None=None, # run length the schedule is set up for (default: 4 per block, enough for every method)
-                   frozen_dtype:str|None=None, # 'bf16': units with nothing to train stored in bf16 (as `FreezeEngine` does)
+                   frozen_dtype:str|None=None, # 'bf16': units with nothing to train stored in bf16 (as `FreezeEngine` does); 'auto': bf16 where native
                   )->MemoryPrediction:
     "Predict the memory of training `model` with `method`: per selection, per unit, by category."
     if optimizer not in OPTIMIZER_STATES: raise ValueError(f"optimizer must be one of {list(OPTIMIZER_STATES)}, not {optimizer!r}.")
     if batch_size < 1 or seq_len < 1: raise ValueError(f"batch_size and seq_len must be positive, not {batch_size} and {seq_len}.")
     autocast_for(dtype)  # validates dtype
+    dtype = resolve_precision(dtype, next(model.parameters()).device, 'dtype')  # 'auto': what it means where the model is
     # a fresh schedule, so the caller's (an ADT that has observed, say) is never touched
     schedule = make_schedule(method) if isinstance(method, str) else make_schedule(method.name, **method.options)
     original, model = model, schedule.prepare(model)

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .blocks import ARCHS, Units
+from .blocks import ARCHS, Units, is_classifier
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'LORA_DEFAULTS', 'Selection', 'Schedule', 'register_schedule', 'canonical_method', 'method_aliases',
@@ -85,7 +85,7 @@ class Schedule:
     def _train_head(self)->bool:
         "The `train_head` option; None means: train a classifier's head (it is new), not an LM head (it is pretrained)."
         head = self.options.get('train_head')
-        if head is None: head = type(self.units.model).__name__.endswith('ForSequenceClassification')
+        if head is None: head = is_classifier(self.units.model)
         return bool(head)
 
     def resolved_options(self)->dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -20,22 +19,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-# %% auto #0
-__all__ = ['PATH_FLAGS', 'machine', 'train_argv', 'run_key', 'train_run', 'read_cache', 'sweep', 'score', 'sweep_table']
+from .machine import machine
 
-# %% ../nbs/10_study.ipynb #8422b3f8
-def machine()->dict:
-    "Where figures are measured: CPU model, PyTorch's CPU kernel level, native bf16, cores, load average, torch version."
-    import torch
-    flags, model = set(), platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name') and model in ('', platform.machine()): model = line.split(':', 1)[1].strip()
-            if line.startswith('flags'): flags = set(line.split(':', 1)[1].split()); break
-    except OSError: pass
-    return dict(cpu=model, capability=torch.backends.cpu.get_cpu_capability(), cpu_bf16=bool(flags & {'avx512_bf16', 'amx_bf16'}),
-                cores=os.cpu_count(), threads=torch.get_num_threads(), load=round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None,
-                torch=torch.__version__, cuda=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+# %% auto #0
+__all__ = ['PATH_FLAGS', 'train_argv', 'run_key', 'train_run', 'read_cache', 'sweep', 'score', 'sweep_table']
 
 # %% ../nbs/10_study.ipynb #9999d5ad
 PATH_FLAGS = ('model_name_or_path', 'tokenizer_name', 'train_file', 'validation_file')

@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .blocks import find_units
+from .blocks import find_units, is_classifier
+from .cache import PrefixCache, prefix_eval
 from .data import collate, task_metrics
 from .distributed import BlockSync, check_engine, configure_deepspeed, deepspeed_kwargs, fsdp_on_cpu, gather_full, shard_like
 from .freeze import FreezeEngine, SavedBytes, model_loss, optimizer_state_bytes
+from .machine import machine_info, resolve_precision
 from .schedule import Schedule, make_schedule
 
 # %% auto #0
@@ -40,11 +42,12 @@ def _batch_at(data, step:int, batch_size:int):
         return dict(input_ids=x, labels=x)
     return data[step % len(data)]
 
-def autocast_for(dtype:str, # 'fp32' (no autocast) or 'bf16' (mixed precision: fp32 weights, bf16 compute)
+def autocast_for(dtype:str, # 'fp32' (no autocast), 'bf16' (mixed precision: fp32 weights, bf16 compute) or 'auto'
                  device:torch.device|str='cpu', # where the model runs
                 ):
-    "The autocast context a `dtype` setting means, as accelerate's `mixed_precision='bf16'` does it."
-    if dtype not in ('fp32', 'bf16'): raise ValueError(f"dtype must be 'fp32' or 'bf16', not {dtype!r}.")
+    "The autocast context a `dtype` setting means, as accelerate's `mixed_precision='bf16'` does it ('auto': bf16 where native)."
+    if dtype not in ('fp32', 'bf16', 'auto'): raise ValueError(f"dtype must be 'fp32', 'bf16' or 'auto', not {dtype!r}.")
+    dtype = resolve_precision(dtype, device, 'dtype')
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if dtype == 'bf16' else nullcontext()
 
 def _to(batch, device):
@@ -77,14 +80,18 @@ class TrainArgs:
     eval_every:int|None = None # evaluate every n steps (and at the end) if eval data is given
     save_every:int|None = None # checkpoint every n steps (needs output_dir)
     output_dir:str|None = None # where checkpoints and metrics go
-    mixed_precision:str = 'no' # 'no', 'bf16' or 'fp16'
+    mixed_precision:str = 'no' # 'no', 'bf16', 'fp16' or 'auto' (bf16 where the device computes it natively)
     seed:int = 0 # seeds the data order, dropout and the model's randomness
     cpu:bool = False # force the CPU even if a GPU is there
     progress:bool = True # progress bar
-    frozen_dtype:str|None = None # 'bf16': store and run units with nothing to train in bf16 (faster, smaller); None: as loaded
+    frozen_dtype:str|None = 'auto' # units with nothing to train: 'bf16' stored and run in bf16 (smaller; faster where native); None or 'fp32': as loaded; 'auto': bf16 where native
     logging_steps:int|None = None # print a log line every n steps when there is no progress bar
     save_total_limit:int|None = None # keep only the newest n checkpoints in output_dir
     save_on_interrupt:bool = True # on SIGINT/SIGTERM: finish the step, write a checkpoint, raise `TrainingInterrupted` (needs output_dir)
+    cache_prefix:bool = False # store what the frozen prefix computes per training example and skip it on later epochs (`PrefixCache`; implies prefix_eval)
+    cache_prefix_mib:float = 1024 # the prefix cache's memory budget
+    cache_prefix_dtype:str = 'fp32' # the prefix cache's storage: 'fp32' or 'bf16'
+    prefix_eval:bool = False # run the frozen prefix in eval mode (no dropout), as the prefix cache does
 
     def __post_init__(self):
         "Refuse values that would train wrongly (a negative warmup, a learning rate that is not a positive number) before anything runs."
@@ -102,9 +109,14 @@ class TrainArgs:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and k != 'weight_decay'):
                 raise ValueError(f"{k} must be a finite number, {low}, not {v!r}.")
         if self.decay not in ('linear', 'constant'): raise ValueError(f"decay must be 'linear' or 'constant', not {self.decay!r}.")
-        if self.mixed_precision not in ('no', 'bf16', 'fp16'): raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', not {self.mixed_precision!r}.")
-        if self.frozen_dtype not in (None, 'bf16'): raise ValueError(f"frozen_dtype must be None (as loaded) or 'bf16', not {self.frozen_dtype!r}.")
+        if self.mixed_precision not in ('no', 'bf16', 'fp16', 'auto'):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16', 'fp16' or 'auto', not {self.mixed_precision!r}.")
+        if self.frozen_dtype not in (None, 'fp32', 'bf16', 'auto'):
+            raise ValueError(f"frozen_dtype must be 'auto', 'bf16', 'fp32' or None (as loaded), not {self.frozen_dtype!r}.")
         if self.save_every and not self.output_dir: raise ValueError("save_every needs output_dir: where should the checkpoints go?")
+        if self.cache_prefix_dtype not in ('fp32', 'bf16'): raise ValueError(f"cache_prefix_dtype must be 'fp32' or 'bf16', not {self.cache_prefix_dtype!r}.")
+        if not (isinstance(self.cache_prefix_mib, (int, float)) and self.cache_prefix_mib > 0):
+            raise ValueError(f"cache_prefix_mib must be a positive number of MiB, not {self.cache_prefix_mib!r}.")
 
 # %% ../nbs/05_train.ipynb #bda825c5
 def _atomic_save(obj, path:str):
@@ -210,14 +222,20 @@ class LayerwiseTrainer:
         if not callable(train_data) and len(train_data) == 0: raise ValueError("The training data is empty: nothing to train on.")
         if eval_data is not None and len(eval_data) == 0: raise ValueError("The evaluation data is empty: pass None for no evaluation.")
         self.schedule = make_schedule(schedule) if isinstance(schedule, str) else schedule
+        dev = 'cpu' if args.cpu or not torch.cuda.is_available() else 'cuda'  # where accelerate will put the model
+        p = resolve_precision(args.mixed_precision, dev, 'mixed_precision')  # 'auto' resolved; bf16 on a slow CPU warns
+        self.mixed_precision = mp = 'no' if p == 'fp32' else p  # what runs, in accelerate's words
         st = AcceleratorState._shared_state
-        if st and st.get('num_processes', 1) == 1 and (st.get('_mixed_precision') != args.mixed_precision or args.cpu):
+        if st and st.get('num_processes', 1) == 1 and (st.get('_mixed_precision') != mp or args.cpu):
             AcceleratorState._reset_state()  # one state per process in accelerate: a notebook may train in fp32, then bf16
-        self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, kwargs_handlers=deepspeed_kwargs())
+        self.accelerator = Accelerator(mixed_precision=mp, cpu=args.cpu, kwargs_handlers=deepspeed_kwargs())
         fsdp_on_cpu(self.accelerator)  # CPU processes launched for FSDP get FSDP2, where accelerate alone would run DDP
         self.engine_name = check_engine(self.schedule, self.accelerator)  # e.g. FSDP1 with a moving method: refused here
         self.sync = BlockSync(self.accelerator)
-        if args.frozen_dtype and self.engine_name in ('fsdp1', 'fsdp2', 'deepspeed'):
+        sharded = self.engine_name in ('fsdp1', 'fsdp2', 'deepspeed')
+        fd = 'fp32' if sharded and args.frozen_dtype == 'auto' else resolve_precision(args.frozen_dtype, self.accelerator.device, 'frozen_dtype')
+        self.frozen_dtype = None if fd == 'fp32' else fd  # what the engine gets: None is as loaded
+        if self.frozen_dtype and sharded:
             raise ValueError(f"frozen_dtype={args.frozen_dtype!r} changes the dtype of parameters that {self.engine_name} has sharded: "
                              "train without it there (or use bf16 mixed precision), or launch with DDP.")
         if self.engine_name == 'deepspeed': configure_deepspeed(self.accelerator, args.batch_size, args.grad_accum, args.max_grad_norm, args.save_every)
@@ -225,7 +243,7 @@ class LayerwiseTrainer:
         torch.manual_seed(args.seed + self.accelerator.process_index); random.seed(args.seed)  # dropout differs per process
         self.model = self.schedule.prepare(model)
         cfg = getattr(model, 'config', None)
-        self.causal_lm = not type(self.units_model()).__name__.endswith('ForSequenceClassification')
+        self.causal_lm = not is_classifier(self.units_model())
         self.regression = not self.causal_lm and getattr(self.units_model().config, 'num_labels', 2) == 1  # one output: MSE, as HF does
         self.pad_id = pad_id if pad_id is not None else (getattr(cfg, 'pad_token_id', None) or 0)
         self.train_data, self.eval_data, self.callbacks = train_data, eval_data, list(callbacks)
@@ -246,7 +264,13 @@ class LayerwiseTrainer:
         else: self.model = self.accelerator.prepare(self.model)
         if self.engine_name != 'deepspeed':
             self.engine = FreezeEngine(self.accelerator.unwrap_model(self.model), self.units, state_policy=self.schedule.state_policy,
-                                       frozen_dtype=args.frozen_dtype)
+                                       frozen_dtype=self.frozen_dtype)
+        self.prefix_cache = None
+        if args.cache_prefix:
+            if callable(train_data): raise ValueError("cache_prefix stores states per training example: pass a list of examples, not a batch function.")
+            if self.accelerator.num_processes > 1 or self.engine_name != 'single':
+                raise ValueError(f"cache_prefix runs in one process without sharding (this run: {self.engine_name}): drop it, or launch one process.")
+            self.prefix_cache = PrefixCache(self.engine, args.cache_prefix_mib, args.cache_prefix_dtype)
         self.step, self.switch_step, self.history, self._cpu_peak = 0, 0, [], 0
         self.switch_s = []  # seconds each block switch took (engine, DDP reducer, optimizer), on this process
         self.raw_optimizer = self.optimizer.optimizer if self.engine_name in ('fsdp2', 'deepspeed') else None
@@ -277,17 +301,26 @@ class LayerwiseTrainer:
                                  f"load the model with num_labels={max(labels) + 1}.")
 
     # -- data ---------------------------------------------------------------------------------
-    def batch(self, micro:int, data=None)->dict:
-        "Micro-batch number `micro` (over all processes): a seeded permutation per epoch makes it a function of the position alone."
-        data = self.train_data if data is None else data
-        if callable(data): return _to(data(micro), self.accelerator.device)  # a batch function: its own order
-        bs, n = self.args.batch_size, len(data)
+    def batch_ids(self, micro:int, n:int|None=None)->list:
+        "The example indices of micro-batch number `micro` (over all processes): a seeded permutation per epoch makes them a function of the position alone."
+        bs, n = self.args.batch_size, len(self.train_data) if n is None else n
         per_epoch = max(-(-n // bs), 1)  # the last batch of an epoch may be smaller: every example once per epoch
         epoch, i = divmod(micro, per_epoch)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed * 100_003 + epoch)).tolist()
-        idx = order[i * bs:(i + 1) * bs] or order[:bs]
+        return order[i * bs:(i + 1) * bs] or order[:bs]
+
+    def batch(self, micro:int, data=None)->dict:
+        "Micro-batch number `micro` (over all processes), collated and on the device."
+        data = self.train_data if data is None else data
+        if callable(data): return _to(data(micro), self.accelerator.device)  # a batch function: its own order
+        idx = self.batch_ids(micro, len(data))
         b = collate([data[j] for j in idx], self.pad_id, self.causal_lm)
         return {k: v.to(self.accelerator.device) for k, v in b.items()}
+
+    def _loss(self, b:dict, micro:int)->torch.Tensor:
+        "The training loss of a batch: through the prefix cache, with the frozen prefix in eval mode, or plainly."
+        if self.prefix_cache is not None: return self.prefix_cache.loss(self.model, b, self.batch_ids(micro), self.loss_fn)
+        with prefix_eval(self.engine) if self.args.prefix_eval else nullcontext(): return model_loss(self.model, b, self.loss_fn)
 
     # -- learning rate ------------------------------------------------------------------------
     def lr_factor(self, step:int)->float:
@@ -468,11 +501,12 @@ class LayerwiseTrainer:
                 _reset_cuda_peak(dev); cuda = {}
                 t0, c0 = time.perf_counter(), time.process_time()
                 for i in range(a.grad_accum):  # process r takes micro-batches r, r + N, ...: N processes = accumulation over N
-                    b = self.batch((step * a.grad_accum + i) * acc.num_processes + acc.process_index)
+                    micro = (step * a.grad_accum + i) * acc.num_processes + acc.process_index
+                    b = self.batch(micro)
                     tokens += b['input_ids'].numel() if 'input_ids' in b else 0
                     ta = time.perf_counter()
                     with nullcontext() if i == a.grad_accum - 1 else acc.no_sync(self.model):  # gradients reduced once per step
-                        with acc.autocast(), SavedBytes(self.model) as sb: loss = model_loss(self.model, b, self.loss_fn) / a.grad_accum
+                        with acc.autocast(), SavedBytes(self.model) as sb: loss = self._loss(b, micro) / a.grad_accum
                         _sync(dev); tb = time.perf_counter(); cuda['forward'] = _cuda_peaks(dev)
                         saved = max(saved, sb.total)
                         if not torch.isfinite(loss):
@@ -488,6 +522,7 @@ class LayerwiseTrainer:
                 self.optimizer.step(); self.optimizer.zero_grad(set_to_none=True)
                 _sync(dev); t3, c3 = time.perf_counter(), time.process_time(); cuda['optimizer'] = _cuda_peaks(dev)
                 memory = dict(params=sum(p.numel() * p.element_size() for p in self.model.parameters()), grads=grads, optimizer=optimizer_state_bytes(self.raw_optimizer), activations=saved)
+                if self.prefix_cache is not None: memory['prefix_cache'] = self.prefix_cache.bytes
                 self._cpu_peak = max(self._cpu_peak, sum(memory.values()))
                 self.step = step + 1
                 loss_sum = self.sync.mean(loss_sum)  # the loss of the whole step, over every process
@@ -518,9 +553,10 @@ class LayerwiseTrainer:
                        epoch=None if callable(self.train_data) else self.step * a.batch_size * a.grad_accum * acc.num_processes / len(self.train_data),
                        train_loss=self.history[-1]['loss'] if self.history and 'loss' in self.history[-1] else None,
                        peak_memory_bytes=peak or self._cpu_peak, method=self.schedule.name, method_options=self.schedule.resolved_options(),
-                       mixed_precision=a.mixed_precision, frozen_dtype=a.frozen_dtype,
+                       mixed_precision=self.mixed_precision, frozen_dtype=self.frozen_dtype or 'fp32', **machine_info(acc.device),
                        num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps,
                        switch_ms=round(1e3 * statistics.median(self.switch_s), 3) if self.switch_s else None)
+        if self.prefix_cache is not None: metrics['prefix_cache'] = self.prefix_cache.stats()
         if self.eval_data is not None:
             m = self.evaluate(); metrics.update(m); self._record(dict(m, step=self.step), log_file)
         self._event('on_train_end', **metrics)
@@ -545,18 +581,18 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
               lr:float=1e-3, # learning rate (constant: no warmup, no decay, no clipping)
               progress:bool=True, # show a progress bar
               loss_fn=None, # `loss_fn(output, batch) -> loss`; default: the model's own loss
-              dtype:str='fp32', # 'fp32', or 'bf16' mixed precision (autocast; weights, grads and optimizer stay fp32)
-              frozen_dtype:str|None=None, # 'bf16': units with nothing to train are stored and run in bf16
+              dtype:str='fp32', # 'fp32', 'bf16' mixed precision (autocast; weights, grads and optimizer stay fp32) or 'auto'
+              frozen_dtype:str|None='auto', # 'bf16': units with nothing to train are stored and run in bf16; None/'fp32': as loaded; 'auto': bf16 where native
               device:str|None=None, # where to train (default: the GPU if there is one, else the CPU)
              )->dict:
     "Train `model` with `schedule` for `steps`; returns the history (loss, time per phase, memory) and the model."
-    autocast_for(dtype)  # validates it
+    if dtype not in ('fp32', 'bf16', 'auto'): raise ValueError(f"dtype must be 'fp32', 'bf16' or 'auto', not {dtype!r}.")
     if steps < 1: raise ValueError(f"steps must be at least 1, not {steps}.")
     if isinstance(data, torch.Tensor) and len(data) < batch_size:
         raise ValueError(f"{len(data)} sequences cannot fill a batch of {batch_size}: lower batch_size or add data.")
     if not isinstance(data, torch.Tensor) and not len(data): raise ValueError("No batches: `data` is empty.")
     args = TrainArgs(max_steps=steps, learning_rate=lr, batch_size=batch_size, max_grad_norm=None, decay='constant',
-                     mixed_precision='bf16' if dtype == 'bf16' else 'no', progress=progress, frozen_dtype=frozen_dtype,
+                     mixed_precision={'fp32': 'no'}.get(dtype, dtype), progress=progress, frozen_dtype=frozen_dtype,
                      cpu=device is not None and torch.device(device).type == 'cpu')
     t = LayerwiseTrainer(model, schedule, lambda micro: _batch_at(data, micro, batch_size), args, loss_fn=loss_fn)
     try: t.fit()

@@ -270,7 +270,7 @@ def test_metrics_and_history(work, tmp_path, capsys):
     assert rc == 0, err[-500:]
     m = json.loads((tmp_path / 'o' / 'metrics.json').read_text())
     assert m['method_options']['r'] == 8 and m['method_options']['target_modules']  # resolved, not None
-    assert (m['mixed_precision'], m['frozen_dtype'], m['eval_samples'], m['labels']) == ('no', None, 3, ['neg', 'pos'])
+    assert (m['mixed_precision'], m['frozen_dtype'], m['eval_samples'], m['labels']) == ('no', 'fp32', 3, ['neg', 'pos'])
     assert m['epoch'] == 4 * 8 / 48 and m['train_samples_per_second'] > 0 and m['threads'] >= 1
     assert {'eval_accuracy', 'eval_f1', 'eval_matthews_correlation', 'train_cpu_s'} <= set(m)
     lines = [json.loads(l) for l in (tmp_path / 'o' / 'history.jsonl').read_text().splitlines()]

@@ -1,0 +1,73 @@
+"""The prefix cache (issue #16, item 4): a cached run's losses and weights equal an uncached run's whose frozen prefix is in
+eval mode, for head-only, freeze-bottom 50% and LIFT over the top half; stored states are read from the second epoch on;
+the cache refills when the boundary moves down, stays empty where nothing below can be skipped; `lift-nb train --cache_prefix`."""
+import json
+
+import pytest
+import torch
+
+from lift_nb.blocks import tiny_model
+from lift_nb.schedule import make_schedule
+from lift_nb.train import LayerwiseTrainer, TrainArgs
+
+
+def _examples(n=16, seed=0, cls=True):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        x = torch.randint(4, 120, (int(torch.randint(4, 12, (1,), generator=g)),), generator=g)  # lengths differ: padding
+        out.append(dict(input_ids=x.tolist(), labels=int(x[0]) % 2) if cls else dict(input_ids=x.tolist()))
+    return out
+
+
+def _run(model_fn, method, cls=True, steps=12, **kw):
+    torch.manual_seed(0)
+    model = model_fn()
+    t = LayerwiseTrainer(model, method, _examples(cls=cls), TrainArgs(max_steps=steps, batch_size=4, learning_rate=1e-2, progress=False, cpu=True, **kw))
+    try: m = t.fit()
+    finally: t.close()
+    return [h['loss'] for h in t.history if 'memory' in h], {k: v.detach().clone() for k, v in model.state_dict().items()}, m, t
+
+
+def _bert(): return tiny_model('bert', 'classification', n_layers=4, hidden=32, heads=4, vocab=128, positions=32)
+def _llama(): return tiny_model('llama', 'causal-lm', n_layers=4, hidden=32, heads=4, vocab=128, positions=32)
+
+CASES = {
+    'head': (_bert, lambda: make_schedule('head'), True),
+    'freeze-bottom 50%': (_bert, lambda: make_schedule('freeze-bottom', p=50), True),
+    'lift top half': (_bert, lambda: make_schedule('lift', range=(3, 4), schedule='front2end', policy='grouped'), True),
+    'llama freeze-bottom 50%': (_llama, lambda: make_schedule('freeze-bottom', p=50), False),
+}
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_cached_run_equals_uncached_with_the_prefix_in_eval_mode(case):
+    mk, sched, cls = CASES[case]
+    ref_loss, ref_w, _, _ = _run(mk, sched(), cls, prefix_eval=True)
+    loss, w, m, t = _run(mk, sched(), cls, cache_prefix=True)
+    assert loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
+    for k in ref_w: torch.testing.assert_close(w[k], ref_w[k], rtol=1e-4, atol=1e-4)  # float rounding of the padded rows, through 12 Adam steps
+    st = m['prefix_cache']
+    assert st['hits'] == 8 and st['misses'] == 4 and st['examples'] == 16  # 3 epochs of 4 batches: the last 2 from the store
+    assert t.history[-1]['memory']['prefix_cache'] == st['bytes'] > 0  # the memory accounting counts it
+
+
+def test_the_cache_changes_nothing_but_dropout_in_the_prefix():
+    "Against a plain run (dropout in the prefix) the losses differ: the cache's reference is the eval-mode prefix."
+    plain, _, _, _ = _run(_bert, make_schedule('freeze-bottom', p=50))
+    cached, _, _, _ = _run(_bert, make_schedule('freeze-bottom', p=50), cache_prefix=True)
+    assert plain[0] != pytest.approx(cached[0], rel=1e-6)
+
+
+def test_lift_moving_down_refills_and_full_fine_tuning_caches_nothing():
+    _, _, m, _ = _run(_bert, make_schedule('lift', schedule='end2front', policy='grouped'), cache_prefix=True)
+    assert m['prefix_cache']['refills'] >= 2  # every move down empties the store
+    _, _, m, _ = _run(_bert, 'full', cache_prefix=True)
+    assert m['prefix_cache']['hits'] == 0 and m['prefix_cache']['examples'] == 0
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="cache_prefix_dtype must be 'fp32' or 'bf16'"): TrainArgs(cache_prefix_dtype='int8')
+    with pytest.raises(ValueError, match='cache_prefix_mib must be a positive'): TrainArgs(cache_prefix_mib=0)
+    with pytest.raises(ValueError, match='a list of examples'):
+        LayerwiseTrainer(_bert(), 'head', lambda m: None, TrainArgs(cache_prefix=True, progress=False))

@@ -18,8 +18,9 @@ from .schedule import Schedule, canonical_method, make_schedule
 from .train import _batch_at, autocast_for, run_steps
 
 # %% auto #0
-__all__ = ['bench_data', 'DEFAULT_METHODS', 'time_forward', 'head_share', 'bench_method', 'bench', 'bench_table', 'bench_targets',
-           'targets_table', 'plot_bench', 'add_bench_args', 'bench_command']
+__all__ = ['bench_data', 'DEFAULT_METHODS', 'PREFIX_CACHE_METHODS', 'PREFIX_CACHE_TARGETS', 'time_forward', 'head_share',
+           'bench_method', 'bench', 'bench_table', 'bench_targets', 'targets_table', 'plot_bench', 'bench_prefix_cache',
+           'prefix_cache_table', 'compare_loops', 'loops_table', 'add_bench_args', 'bench_command']
 
 # %% ../nbs/07_bench.ipynb #3e5d1c92
 bench_data = random_batches  # the benchmark's batches live in the data room (`lift_nb.data.random_batches`); the old name stays
@@ -151,6 +152,7 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
          )->dict:
     "Benchmark `methods` side by side on `model`: step time, ratio to full fine-tuning, tokens/s, memory."
     autocast_for(dtype)  # validates it
+    t_start = time.perf_counter()
     asked = dict(dtype=dtype, frozen_dtype=frozen_dtype or 'fp32')
     scheds = [_bench_schedule(m) for m in methods]
     if not any(s.name == 'full' for s in scheds): scheds.insert(0, make_schedule('full'))
@@ -181,6 +183,7 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
         res['lower_bound_step_s'] = lift['lower_bound_step_s']
         res['lift_speedup_vs_full'] = full / lift['step_s']
         if 'lora' in res['methods']: res['lift_speedup_vs_lora'] = res['methods']['lora']['step_s'] / lift['step_s']
+    res['wall_s'] = time.perf_counter() - t_start  # the whole comparison, wall clock
     return res
 
 # %% ../nbs/07_bench.ipynb #ef048f96
@@ -264,6 +267,154 @@ def plot_bench(res:dict, # a `bench` result
     fig.suptitle(f"{res['model']}, batch {res['batch_size']} x {res['seq_len']}, {res['dtype']}")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/07_bench.ipynb #56b23298
+PREFIX_CACHE_METHODS = {  # name -> (method, options): the methods whose frozen prefix stays put
+    'head': ('head', {}),
+    'freeze-bottom 50%': ('freeze-bottom', dict(p=50)),
+    'lift top half': ('lift', dict(schedule='front2end', policy='grouped', range='top')),
+}
+
+def _examples_for(model, n:int, seq_len:int, seed:int=0)->list:
+    "`n` training examples of random tokens, lengths between half of `seq_len` and `seq_len` (so batches pad), with labels for a classifier."
+    g, v = torch.Generator().manual_seed(seed), model.config.vocab_size
+    lens = torch.randint(max(1, seq_len // 2), seq_len + 1, (n,), generator=g).tolist()
+    cls = is_classifier(model)
+    return [dict(input_ids=torch.randint(3, v, (k,), generator=g).tolist(), **({'labels': i % model.config.num_labels} if cls else {}))
+            for i, k in enumerate(lens)]
+
+def bench_prefix_cache(model, # a built-in config name, a folder, or a function returning a fresh model
+                       methods=tuple(PREFIX_CACHE_METHODS), # keys of `PREFIX_CACHE_METHODS`
+                       n_examples:int=2000, # training examples (the data that repeats)
+                       seq_len:int=32, # the longest example
+                       epochs:int=3, # passes over the data
+                       batch_size:int=32, # examples per step
+                       lr:float=1e-4, # learning rate
+                       progress:bool=True, # one line per run
+                      )->dict:
+    "Each method trained for `epochs` epochs without and with the prefix cache: seconds per epoch, side by side."
+    probe = _fresh(model)
+    data, n = _examples_for(probe, n_examples, seq_len), find_units(probe).n_blocks
+    per_epoch = -(-n_examples // batch_size)
+    res = dict(model=model if isinstance(model, str) else getattr(probe.config, 'model_type', 'model'), n_blocks=n,
+               n_examples=n_examples, seq_len=seq_len, epochs=epochs, batch_size=batch_size, steps_per_epoch=per_epoch,
+               threads=torch.get_num_threads(), **machine_info(), methods={})
+    del probe
+    for name in methods:
+        method, opts = PREFIX_CACHE_METHODS[name]
+        opts = dict(opts, range=(n // 2 + 1, n)) if opts.get('range') == 'top' else opts
+        row = {}
+        for cached in (False, True):  # side by side: the same data, seed and steps
+            from lift_nb.train import LayerwiseTrainer, TrainArgs
+            t = LayerwiseTrainer(_fresh(model), make_schedule(method, **opts), data,
+                                 TrainArgs(max_steps=epochs * per_epoch, batch_size=batch_size, learning_rate=lr, progress=False,
+                                           cpu=True, cache_prefix=cached, seed=0))
+            try: m = t.fit()
+            finally: t.close()
+            steps = [h['step_s'] for h in t.history if 'step_s' in h]
+            key = 'cached' if cached else 'uncached'
+            row[key] = dict(epoch_s=[sum(steps[e * per_epoch:(e + 1) * per_epoch]) for e in range(epochs)], train_loss=m['train_loss'],
+                            **({'cache': m['prefix_cache']} if cached else {}))
+            if progress: print(f"{name:18} {key:8} " + ' '.join(f"{s:6.1f}" for s in row[key]['epoch_s']) + ' s/epoch', flush=True)
+        later = lambda k: statistics.mean(row[k]['epoch_s'][1:]) if epochs > 1 else row[k]['epoch_s'][0]
+        row['later_epochs_ratio'] = later('cached') / later('uncached')
+        res['methods'][name] = row
+    return res
+
+PREFIX_CACHE_TARGETS = {'head': 0.2, 'freeze-bottom 50%': 0.6, 'lift top half': 0.6}  # cached / uncached, epochs after the first
+
+def prefix_cache_table(res:dict)->str:
+    "Seconds per epoch without and with the cache, the ratio of the later epochs, and the target."
+    lines = [f"{res['model']}: {res['n_blocks']} blocks, {res['n_examples']} examples of up to {res['seq_len']} tokens, batch {res['batch_size']}, "
+             f"{res['epochs']} epochs, {res['threads']} threads, {res.get('cpu_capability', '?')}",
+             f"{'method':18} {'epochs, uncached (s)':>24} {'epochs, cached (s)':>24} {'later ratio':>11}  target"]
+    for name, r in res['methods'].items():
+        fmt = lambda k: ' '.join(f"{s:6.1f}" for s in r[k]['epoch_s'])
+        goal = PREFIX_CACHE_TARGETS.get(name)
+        ok = '' if goal is None else f"<= {goal} {'met' if r['later_epochs_ratio'] <= goal else 'MISSED'}"
+        lines.append(f"{name:18} {fmt('uncached'):>24} {fmt('cached'):>24} {r['later_epochs_ratio']:10.2f}x  {ok}")
+    return '\n'.join(lines)
+
+# %% ../nbs/07_bench.ipynb #10bc0191
+_TRAINER_SCRIPT = r"""
+import json, sys, time, torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+cfg = json.loads(sys.argv[1]); torch.set_num_threads(cfg['threads']); torch.manual_seed(0)
+tok = AutoTokenizer.from_pretrained(cfg['model'])
+rows = [l.rstrip('\n').split(',') for l in open(cfg['csv']).readlines()[1:]]
+ds = Dataset.from_dict(dict(tok([r[0] for r in rows], truncation=True, max_length=cfg['seq_len']), labels=[int(r[1]) for r in rows]))
+model = AutoModelForSequenceClassification.from_pretrained(cfg['model'], num_labels=2)
+callbacks = []
+if cfg['kind'] == 'lora':
+    from peft import LoraConfig, get_peft_model
+    model = get_peft_model(model, LoraConfig(task_type='SEQ_CLS', r=8, lora_alpha=16, target_modules=cfg['targets']))
+if cfg['kind'] == 'lift':
+    from lift_nb.train import LiftCallback
+    callbacks = [LiftCallback('lift')]
+args = TrainingArguments(output_dir=cfg['out'], max_steps=cfg['steps'], per_device_train_batch_size=cfg['batch_size'], learning_rate=cfg['lr'],
+                         save_strategy='no', report_to=[], logging_strategy='no', use_cpu=True, disable_tqdm=True, seed=0)
+m = Trainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=callbacks).train().metrics
+print(json.dumps(dict(train_runtime=m['train_runtime'], steps=cfg['steps'])))
+"""
+
+def compare_loops(model:str, # a local folder with a sequence-classification-ready model and its tokenizer (e.g. the pretrained MiniLM)
+                  steps:int=40, # optimizer steps per run
+                  batch_size:int=32, # sequences per step
+                  seq_len:int=64, # tokens per sequence (every one is filled)
+                  rounds:int=2, # interleaved rounds; the best counts
+                  threads:int=2, # torch threads of every run
+                  lr:float=1e-4, # learning rate of every run
+                  progress:bool=True, # one line per run
+                 )->dict:
+    "Time per step of `Trainer` (full, peft LoRA, `LiftCallback`) and `lift-nb train` (full, lift, lora) on the same data, side by side."
+    import json as _json, os, random, subprocess, sys, tempfile
+    from transformers import AutoConfig, AutoTokenizer
+    from lift_nb.schedule import lora_targets
+    tok, work = AutoTokenizer.from_pretrained(model), tempfile.mkdtemp(prefix='lift_nb_loops_')
+    words, rnd = [w for w in tok.get_vocab() if w.isalpha() and len(w) > 2][:5000], random.Random(0)
+    csv = os.path.join(work, 'train.csv')
+    with open(csv, 'w') as f:  # text long enough to fill seq_len tokens, no commas
+        f.write('text,label\n' + ''.join(f"{' '.join(rnd.choices(words, k=seq_len * 2))},{i % 2}\n" for i in range(steps * batch_size)))
+    targets = lora_targets(AutoConfig.from_pretrained(model).model_type)
+    runs = {'Trainer full': ('trainer', 'full'), 'Trainer + peft LoRA': ('trainer', 'lora'), 'Trainer + LiftCallback': ('trainer', 'lift'),
+            'lift-nb train --method full': ('cli', 'full'), 'lift-nb train --method lora': ('cli', 'lora'), 'lift-nb train --method lift': ('cli', 'lift')}
+    best = {}
+    for rd in range(rounds):
+        for name, (how, kind) in runs.items():
+            out = os.path.join(work, f'{kind}_{how}_{rd}')
+            if how == 'trainer':
+                cfg = dict(model=model, csv=csv, seq_len=seq_len, kind=kind, targets=targets, out=out, steps=steps, batch_size=batch_size, lr=lr, threads=threads)
+                p = subprocess.run([sys.executable, '-c', _TRAINER_SCRIPT, _json.dumps(cfg)], capture_output=True, text=True)
+                if p.returncode: raise RuntimeError(f"{name} failed:\n{p.stderr[-2000:]}")
+                m = _json.loads(p.stdout.strip().splitlines()[-1])
+            else:
+                argv = ['train', '--model_name_or_path', model, '--train_file', csv, '--label_column', 'label', '--method', kind,
+                        '--max_steps', str(steps), '--per_device_train_batch_size', str(batch_size), '--max_seq_length', str(seq_len),
+                        '--learning_rate', str(lr), '--threads', str(threads), '--output_dir', out, '--no_progress']
+                p = subprocess.run([sys.executable, '-c', 'import sys; from lift_nb.cli import main; sys.exit(main(sys.argv[1:]))', *argv],
+                                   capture_output=True, text=True)
+                if p.returncode: raise RuntimeError(f"{name} failed:\n{(p.stdout + p.stderr)[-2000:]}")
+                m = _json.loads(open(os.path.join(out, 'metrics.json')).read())
+            ms = 1e3 * m['train_runtime'] / steps
+            best[name] = min(best.get(name, ms), ms)
+            if progress: print(f"round {rd + 1}: {name:30} {ms:7.0f} ms/step", flush=True)
+    import shutil; shutil.rmtree(work, ignore_errors=True)
+    return dict(model=os.path.basename(os.path.normpath(model)), steps=steps, batch_size=batch_size, seq_len=seq_len, rounds=rounds,
+                threads=threads, **machine_info(), ms_per_step=best)
+
+def loops_table(res:dict)->str:
+    "The loops' best time per step, against `Trainer` full fine-tuning and against each one's `Trainer` counterpart."
+    ms = res['ms_per_step']; full = ms['Trainer full']
+    pair = {'lift-nb train --method full': 'Trainer full', 'lift-nb train --method lora': 'Trainer + peft LoRA',
+            'lift-nb train --method lift': 'Trainer + LiftCallback'}
+    lines = [f"{res['model']}, batch {res['batch_size']} x {res['seq_len']}, {res['steps']} steps, best of {res['rounds']} rounds, "
+             f"{res['threads']} threads, {res.get('cpu_capability', '?')}",
+             f"{'loop':30} {'ms/step':>8} {'speed-up vs Trainer full':>25} {'vs its Trainer counterpart':>27}"]
+    for name, v in ms.items():
+        other = f"{ms[pair[name]] / v:.2f}x" if name in pair else ''
+        lines.append(f"{name:30} {v:8.0f} {full / v:24.2f}x {other:>27}")
+    return '\n'.join(lines)
 
 # %% ../nbs/07_bench.ipynb #13fdf284
 def add_bench_args(b): # the `bench` subcommand's parser

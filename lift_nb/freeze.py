@@ -163,6 +163,21 @@ class FreezeEngine:
         if not self.active: raise ValueError("Activate some units before building the optimizer.")
         return self.attach_optimizer(opt_cls(self.trainable_parameters(), **hyper))
 
+    def state_dict(self, names:dict)->dict:
+        "What a checkpoint needs of the engine: the active units, each parameter's param group, the parked optimizer states (parameters by `names[id(p)]`)."
+        return dict(active=[u.name for u in self.active], group_of={names[i]: g for i, g in self._group.items() if i in names},
+                    parked={names[id(p)]: st for p, st in self._parked.items()})
+
+    def load_state_dict(self,
+                        state:dict, # from `state_dict`
+                        params:dict, # parameter name -> parameter, in the model as it is now
+                        place=lambda v, p: v, # `place(saved tensor, parameter)`: put a parked state where the parameter lives (sharding)
+                       ):
+        "Restore the param groups and parked states of `state_dict` (the active set is the schedule's to restore, with `activate`)."
+        self._group.update({id(params[n]): g for n, g in state['group_of'].items()})
+        self._parked = {params[n]: {k: (place(v, params[n]), params[n].device if d is not None else None) for k, (v, d) in st.items()}
+                        for n, st in state['parked'].items()}
+
     def remove(self):
         "Remove the hooks, forget the optimizer and restore the `requires_grad` flags found at creation."
         if getattr(self.model, '_lift_nb_engine', None) is not self: return  # already removed: leave a newer engine alone

@@ -29,8 +29,8 @@ from .machine import machine_info, resolve_precision
 from .schedule import Schedule, make_schedule
 
 # %% auto #0
-__all__ = ['autocast_for', 'TrainArgs', 'latest_checkpoint', 'resolve_checkpoint', 'prune_checkpoints', 'TrainingInterrupted',
-           'LayerwiseTrainer', 'run_steps', 'LiftCallback']
+__all__ = ['EVENTS', 'autocast_for', 'TrainArgs', 'latest_checkpoint', 'resolve_checkpoint', 'prune_checkpoints',
+           'TrainingInterrupted', 'LayerwiseTrainer', 'run_steps', 'LiftCallback']
 
 # %% ../nbs/05_train.ipynb #7e219c58
 def _batch_at(data, step:int, batch_size:int):
@@ -202,6 +202,18 @@ class _Interrupt:
         for s, h in self._old.items(): signal.signal(s, h)
         self._old = {}
 
+# %% ../nbs/05_train.ipynb #a8ce1a5c
+EVENTS = ('on_train_begin', 'on_switch', 'on_step_begin', 'on_after_forward', 'on_after_backward', 'on_step_end',
+          'on_evaluate', 'on_save', 'on_train_end')  # the trainer's callback events, in the order they come
+
+def _check_callbacks(callbacks)->list:
+    "The callbacks, each checked: every method named on_* must be an event (a misspelt one would never be called)."
+    for cb in callbacks:
+        bad = [n for n in dir(cb) if n.startswith('on_') and callable(getattr(cb, n, None)) and n not in EVENTS]
+        if bad: raise ValueError(f"{type(cb).__name__}.{bad[0]} is not a trainer event; the events are: {', '.join(EVENTS)}. "
+                                 "(A transformers TrainerCallback such as LiftCallback goes to a Hugging Face Trainer.)")
+    return list(callbacks)
+
 # %% ../nbs/05_train.ipynb #ad0de3e2
 class LayerwiseTrainer:
     "An accelerate training loop driven by a schedule, with the engine's backward truncation, evaluation and exact resume."
@@ -246,7 +258,7 @@ class LayerwiseTrainer:
         self.causal_lm = not is_classifier(self.units_model())
         self.regression = not self.causal_lm and getattr(self.units_model().config, 'num_labels', 2) == 1  # one output: MSE, as HF does
         self.pad_id = pad_id if pad_id is not None else (getattr(cfg, 'pad_token_id', None) or 0)
-        self.train_data, self.eval_data, self.callbacks = train_data, eval_data, list(callbacks)
+        self.train_data, self.eval_data, self.callbacks = train_data, eval_data, _check_callbacks(callbacks)
         if not callable(train_data): self._check_data(train_data, 'training')
         self._check_data(eval_data, 'evaluation')
         self.units = find_units(self.model)
@@ -340,6 +352,7 @@ class LayerwiseTrainer:
 
     # -- events -------------------------------------------------------------------------------
     def _event(self, name:str, **info):
+        if name not in EVENTS: raise ValueError(f"{name!r} is not one of the trainer's EVENTS")
         for cb in self.callbacks:
             f = getattr(cb, name, None)
             if f is not None: f(self, info)
@@ -393,14 +406,14 @@ class LayerwiseTrainer:
         # the file is the same as one process writes, and any number of processes can resume from it
         model = gather_full(self.accelerator.unwrap_model(self.model).state_dict())
         optimizer = gather_full(by_name(opt.state)) if opt is not None else {}
-        parked = gather_full(by_name(self.engine._parked))
+        engine = self.engine.state_dict(names)
+        parked = gather_full(dict(sorted(engine['parked'].items())))  # one order on every rank
         if not self.accelerator.is_main_process: self.accelerator.wait_for_everyone(); return path
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
         ckpt = dict(step=self.step, switch_step=self.switch_step, history=self.history, rng=rng,
                     model=model, schedule=self.schedule.state_dict(), optimizer=optimizer,
                     groups=[{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups] if opt is not None else [],
-                    group_of={names[i]: g for i, g in self.engine._group.items() if i in names},
-                    parked=parked, active=[u.name for u in self.engine.active], args=asdict(self.args), run=self.run_identity())
+                    group_of=engine['group_of'], parked=parked, active=engine['active'], args=asdict(self.args), run=self.run_identity())
         _atomic_save(ckpt, path)
         if self.args.save_total_limit: prune_checkpoints(os.path.dirname(path) or '.', self.args.save_total_limit, keep=path)
         self._event('on_save', path=path)
@@ -437,9 +450,7 @@ class LayerwiseTrainer:
         self.schedule.setup(self.units, self.args.max_steps)
         self.step, self.switch_step, self.history = ckpt['step'], ckpt['switch_step'], ckpt['history']
         by_name = {n: p for n, p in self.accelerator.unwrap_model(self.model).named_parameters()}
-        self.engine._group.update({id(by_name[n]): g for n, g in ckpt['group_of'].items()})
-        self.engine._parked = {by_name[n]: {k: (shard_like(v, by_name[n]), by_name[n].device if d is not None else None)
-                                            for k, (v, d) in st.items()} for n, st in ckpt['parked'].items()}  # back to this process's device
+        self.engine.load_state_dict(dict(group_of=ckpt['group_of'], parked=ckpt['parked']), by_name, shard_like)  # states back to this process's device
         sel = self.sync.agree(self.schedule.trainable(max(self.step - 1, 0)))
         self.engine.activate(list(sel.units), sel.params)
         self.model = self.sync.wrap(self.model)
@@ -496,6 +507,7 @@ class LayerwiseTrainer:
                     self.switch_s.append(time.perf_counter() - t_sw)
                     self.switch_step = step
                     self._event('on_switch', step=step, old=before, new=now)
+                self._event('on_step_begin', step=step, units=now)
                 self._set_lr(step)
                 dev, loss_sum, saved, tokens, t_fwd, t_bwd = acc.device, 0.0, 0, 0, 0.0, 0.0
                 _reset_cuda_peak(dev); cuda = {}
@@ -512,7 +524,9 @@ class LayerwiseTrainer:
                         if not torch.isfinite(loss):
                             raise FloatingPointError(f"The loss is {float(loss.detach())} at step {step} with {now} active: "
                                                      "lower the learning rate or check the data.")
+                        self._event('on_after_forward', step=step, micro=i, loss=loss)
                         acc.backward(loss)
+                        self._event('on_after_backward', step=step, micro=i)
                     _sync(dev); t_fwd += tb - ta; t_bwd += time.perf_counter() - tb; cuda['backward'] = _cuda_peaks(dev)
                     loss_sum += float(loss.detach())
                 self.schedule.observe(step, self.units)

@@ -46,3 +46,21 @@ def test_targets_say_met_or_missed_from_the_figures():
     gpt2 = {r['target']: r for r in bench_targets({**res, 'model': 'gpt2-small'})}
     assert gpt2['LIFT throughput / full']['met'] and gpt2['LIFT throughput / LoRA']['met']  # 2.0x and 1.2x for GPT-2
     assert 'MISSED' in targets_table(bench_targets(res))
+
+
+def test_loops_side_by_side_on_a_tiny_model(tmp_path):
+    "compare_loops runs Trainer (full, LoRA, LiftCallback) and lift-nb train (full, lora, lift) on the same data and pairs them."
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    from lift_nb.bench import compare_loops, loops_table
+    words = 'good great fine bad awful poor the film was a very plot'.split()
+    wl = Tokenizer(models.WordLevel(unk_token='[UNK]')); wl.pre_tokenizer = pre_tokenizers.Whitespace()
+    wl.train_from_iterator([' '.join(words)], trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]']))
+    PreTrainedTokenizerFast(tokenizer_object=wl, pad_token='[PAD]', unk_token='[UNK]').save_pretrained(tmp_path / 'bert')
+    tiny_model('bert', 'classification', n_layers=2, vocab=32).save_pretrained(tmp_path / 'bert')
+    r = compare_loops(str(tmp_path / 'bert'), steps=2, batch_size=4, seq_len=16, rounds=1, threads=1, progress=False)
+    assert list(r['ms_per_step']) == ['Trainer full', 'Trainer + peft LoRA', 'Trainer + LiftCallback', 'lift-nb train --method full',
+                                      'lift-nb train --method lora', 'lift-nb train --method lift']
+    assert all(v > 0 for v in r['ms_per_step'].values()) and r['cpu_capability'] == 'AVX2'
+    table = loops_table(r)
+    assert 'vs its Trainer counterpart' in table and len(table.splitlines()) == 8

@@ -254,3 +254,25 @@ def test_frozen_bf16_trains_only_the_active_block_and_switches():
             assert changed and changed <= {n for n, _ in units.block(k).named_parameters()}, (k, sorted(changed)[:3])
             assert all(p.dtype == torch.float32 for p in units.block(k).parameters())
     with pytest.raises(ValueError, match='frozen_dtype must be'): FreezeEngine(model, frozen_dtype='int8')
+
+
+def test_engine_state_dict_round_trip():
+    "The engine's own state (groups, parked optimizer states) goes out and back in by parameter name."
+    from lift_nb.freeze import FreezeEngine
+    model = tiny_model('gpt2', n_layers=2)
+    eng = FreezeEngine(model, state_policy='keep'); eng.activate(['block.0'])
+    opt = eng.make_optimizer(lr=1e-2)
+    model(torch.randint(0, 50, (2, 8)), labels=torch.randint(0, 50, (2, 8))).loss.backward(); opt.step()
+    eng.activate(['block.1'])  # block.0's AdamW state is parked
+    names = {id(p): n for n, p in model.named_parameters()}
+    st = eng.state_dict(names)
+    assert st['active'] == ['block.1'] and st['parked'] and all(n.startswith('transformer.h.0.') for n in st['parked'])
+    eng.remove()
+    eng2 = FreezeEngine(model, state_policy='keep')
+    eng2.load_state_dict(st, dict(model.named_parameters()))
+    again = eng2.state_dict(names)
+    assert again['group_of'] == st['group_of'] and set(again['parked']) == set(st['parked'])
+    for n in st['parked']:
+        for k, (v, d) in st['parked'][n].items():
+            if torch.is_tensor(v): assert torch.equal(again['parked'][n][k][0], v)
+    eng2.remove()

@@ -89,3 +89,18 @@ def test_hf_trainer_with_liftcallback_saves_and_resumes(tmp_path):
     cb_trainer.train(resume_from_checkpoint=str(tmp_path / 'checkpoint-4'))  # the Trainer reloads its full-size optimizer
     cb = next(c for c in cb_trainer.callback_handler.callbacks if isinstance(c, LiftCallback))
     assert cb.schedule.frozen is not None and len(cb.schedule.frozen) == 2  # ADT's decision came back from the checkpoint
+
+
+def test_events_come_in_order_and_typos_are_refused():
+    from lift_nb.train import EVENTS
+    seen = []
+    class Recorder: pass
+    for e in EVENTS: setattr(Recorder, e, (lambda e: lambda self, trainer, info: seen.append(e))(e))
+    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=2), 'lift', _examples(8, cls=False), TrainArgs(max_steps=2, batch_size=4, progress=False), callbacks=[Recorder()])
+    t.fit(); t.close()
+    step = ['on_step_begin', 'on_after_forward', 'on_after_backward', 'on_step_end']
+    assert seen == ['on_train_begin'] + step + ['on_switch'] + step + ['on_train_end']
+    class Typo:
+        def on_step_ends(self, trainer, info): pass
+    with pytest.raises(ValueError, match='Typo.on_step_ends is not a trainer event'):
+        LayerwiseTrainer(tiny_model('gpt2', n_layers=2), 'lift', _examples(8, cls=False), callbacks=[Typo()])

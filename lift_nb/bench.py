@@ -15,7 +15,7 @@ from .data import random_batches
 from .freeze import FreezeEngine, model_loss
 from .machine import machine_info, resolve_precision
 from .schedule import Schedule, canonical_method, make_schedule
-from .train import _batch_at, autocast_for, run_steps
+from .train import batch_at, autocast_for, run_steps
 
 # %% auto #0
 __all__ = ['bench_data', 'DEFAULT_METHODS', 'PREFIX_CACHE_METHODS', 'PREFIX_CACHE_TARGETS', 'time_forward', 'head_share',
@@ -120,7 +120,7 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
                phases={k: statistics.mean(row[f'{k}_s'] for row in rows) for k in ('forward', 'backward', 'optimizer')})
     if moving and all(len([u for u in row['units'] if u.startswith('block.')]) == 1 for row in rows):  # one block at a time
         model = r['model']
-        batch = _batch_at(data, 0, batch_size)
+        batch = batch_at(data, 0, batch_size)
         for row in rows:
             row['block'] = int(next(u for u in row['units'] if u.startswith('block.')).split('.')[1])
             if lower_bound:
@@ -159,7 +159,7 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
     names = [s.name for s in scheds]
     if len(set(names)) != len(names): raise ValueError(f"Each method once, please: {names}.")
     probe = _fresh(model)
-    batch = _batch_at(bench_data(probe, batch_size, seq_len), 0, batch_size)
+    batch = batch_at(bench_data(probe, batch_size, seq_len), 0, batch_size)
     causal = not is_classifier(probe)
     dev = next(probe.parameters()).device  # 'auto' resolved once, for every method: what ran is in the result and its table
     dtype, frozen = (resolve_precision(v, dev, k) for k, v in asked.items())
@@ -443,7 +443,7 @@ def add_bench_args(b): # the `bench` subcommand's parser
 
 def bench_command(args)->dict:
     "Run `lift-nb bench` from parsed arguments; returns what `--json` writes."
-    from lift_nb.cli import schedule_from_args
+    from lift_nb.cli import method_option_values, schedule_from_args
     for k in ('batch_size', 'seq_len', 'steps'):
         if getattr(args, k) < 1: raise ValueError(f"--{k} must be at least 1, not {getattr(args, k)}.")
     if args.warmup < 0: raise ValueError(f"--warmup must be at least 0, not {args.warmup}.")
@@ -451,7 +451,7 @@ def bench_command(args)->dict:
     if args.method:
         s = schedule_from_args(args)
         methods = [s if m == s.name else m for m in methods] + ([s] if s.name not in methods else [])
-    elif any(v is not None for k, v in vars(args).items() if k.startswith('m_')):
+    elif method_option_values(args):
         raise ValueError("Method option flags need --method NAME: say which method they configure.")
     if args.threads: torch.set_num_threads(args.threads)
     frozen = args.frozen_dtype

@@ -80,7 +80,8 @@ class PrefixCache:
             )->torch.Tensor:
         "The batch's loss: read from the store when every example is there, else computed (and stored, within the budget)."
         b = self.usable()
-        if b is None: return model_loss(model, batch, loss_fn)
+        if b is None:  # nothing to store now; the frozen prefix (if any) still runs in eval mode, as the cache promises
+            with prefix_eval(self.engine): return model_loss(model, batch, loss_fn)
         if self.boundary is not None and b.index < self.boundary.index: self.clear(); self.refills += 1  # a unit below may change now
         if self.boundary is None: self.boundary = b
         at = self.boundary

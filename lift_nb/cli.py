@@ -24,7 +24,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'lift_nb.cli' has no attribute {name!r}")
 
 # %% auto #0
-__all__ = ['evaluate', 'demo_table', 'run_demo', 'add_method_args', 'schedule_from_args', 'methods_table', 'main']
+__all__ = ['evaluate', 'demo_table', 'run_demo', 'add_method_args', 'method_option_values', 'schedule_from_args', 'methods_table',
+           'main']
 
 # %% ../nbs/06_cli.ipynb #ab9536c2
 def evaluate(model, # a causal LM
@@ -150,12 +151,16 @@ def add_method_args(parser:argparse.ArgumentParser, # the (sub)command's parser
                        **_flag_kwargs(opt, prm.default, prm.annotation))
     return parser
 
+def method_option_values(args:argparse.Namespace)->dict:
+    "The method option flags given on the command line, as {option: value} (the parser keeps them apart from the other flags)."
+    return {k[2:]: v for k, v in vars(args).items() if k.startswith('m_') and v is not None}
+
 def schedule_from_args(args:argparse.Namespace):
     "The `Schedule` that `--method` and its option flags describe; a flag the method does not have is an error."
     from lift_nb.schedule import canonical_method, make_schedule, schedule_options
     name = canonical_method(args.method)
     valid = schedule_options(name)
-    given = {k[2:]: v for k, v in vars(args).items() if k.startswith('m_') and v is not None}
+    given = method_option_values(args)
     stray = [f"--{_RENAMED.get(k, k)}" for k in given if k not in valid]
     if stray: raise ValueError(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not apply to --method {name}; "
                                f"its options are: {', '.join('--' + _RENAMED.get(k, k) for k in valid) or 'none'}.")

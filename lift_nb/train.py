@@ -29,11 +29,14 @@ from .machine import machine_info, resolve_precision
 from .schedule import Schedule, make_schedule
 
 # %% auto #0
-__all__ = ['EVENTS', 'autocast_for', 'TrainArgs', 'latest_checkpoint', 'resolve_checkpoint', 'prune_checkpoints',
+__all__ = ['EVENTS', 'batch_at', 'autocast_for', 'TrainArgs', 'latest_checkpoint', 'resolve_checkpoint', 'prune_checkpoints',
            'TrainingInterrupted', 'LayerwiseTrainer', 'run_steps', 'LiftCallback']
 
 # %% ../nbs/05_train.ipynb #7e219c58
-def _batch_at(data, step:int, batch_size:int):
+def batch_at(data, # token ids (n, seq_len), cycled in order; or a list of batches
+             step:int, # the step
+             batch_size:int, # sequences per step, when `data` is a tensor
+            ):
     "The batch for `step`: the next slice of a tensor of token ids (cycling), or the next item of a list of batches."
     if isinstance(data, torch.Tensor):
         n = len(data) - batch_size + 1
@@ -63,6 +66,8 @@ def _reset_cuda_peak(device):
 
 def _sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize(device)
+
+_batch_at = batch_at  # the old name
 
 # %% ../nbs/05_train.ipynb #e84ce47a
 @dataclass
@@ -608,7 +613,7 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
     args = TrainArgs(max_steps=steps, learning_rate=lr, batch_size=batch_size, max_grad_norm=None, decay='constant',
                      mixed_precision={'fp32': 'no'}.get(dtype, dtype), progress=progress, frozen_dtype=frozen_dtype,
                      cpu=device is not None and torch.device(device).type == 'cpu')
-    t = LayerwiseTrainer(model, schedule, lambda micro: _batch_at(data, micro, batch_size), args, loss_fn=loss_fn)
+    t = LayerwiseTrainer(model, schedule, lambda micro: batch_at(data, micro, batch_size), args, loss_fn=loss_fn)
     try: t.fit()
     finally: t.close()
     steps_log = [h for h in t.history if 'memory' in h]

@@ -13,21 +13,77 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['BUILTIN_MODELS', 'ARCHS', 'tiny_model', 'load_model', 'is_classifier', 'ArchSpec', 'register_arch', 'Unit', 'Units',
-           'find_units']
+__all__ = ['ARCHS', 'BUILTIN_MODELS', 'ArchSpec', 'register_arch', 'tiny_model', 'load_model', 'is_classifier', 'max_positions',
+           'Unit', 'Units', 'find_units']
 
-# %% ../nbs/01_blocks.ipynb #20c91bb1
-_TINY = dict(  # per-architecture keyword names of a tiny config: layers, width, heads, FFN width, positions
-    bert=dict(num_hidden_layers='L', hidden_size='H', num_attention_heads='A', intermediate_size='F', max_position_embeddings='P'),
-    roberta=dict(num_hidden_layers='L', hidden_size='H', num_attention_heads='A', intermediate_size='F', max_position_embeddings='P+2'),
-    distilbert=dict(n_layers='L', dim='H', n_heads='A', hidden_dim='F', max_position_embeddings='P'),
-    gpt2=dict(n_layer='L', n_embd='H', n_head='A', n_inner='F', n_positions='P'),
-    llama=dict(num_hidden_layers='L', hidden_size='H', num_attention_heads='A', intermediate_size='F', max_position_embeddings='P'),
-    mistral=dict(num_hidden_layers='L', hidden_size='H', num_attention_heads='A', num_key_value_heads='A/2', intermediate_size='F', max_position_embeddings='P'),
-    qwen2=dict(num_hidden_layers='L', hidden_size='H', num_attention_heads='A', num_key_value_heads='A/2', intermediate_size='F', max_position_embeddings='P'),
-    opt=dict(num_hidden_layers='L', hidden_size='H', num_attention_heads='A', ffn_dim='F', word_embed_proj_dim='H', max_position_embeddings='P'),
-    gpt_neox=dict(num_hidden_layers='L', hidden_size='H', num_attention_heads='A', intermediate_size='F', max_position_embeddings='P'),
-)
+# %% ../nbs/01_blocks.ipynb #7e8b4d98
+@dataclass(frozen=True)
+class ArchSpec:
+    "What lift_nb knows of one architecture: where its units live (module paths relative to `model.base_model`), its tiny config, its LoRA defaults."
+    blocks:str # path of the `nn.ModuleList` of transformer blocks
+    embeddings:tuple = () # paths of the input-embedding modules; a trailing '?' marks an optional one
+    final_norm:tuple = () # paths of the norm(s) after the last block; '?' marks an optional one
+    parts:dict = field(default_factory=dict) # part name -> path inside one block (q, k, v, qkv, attn_out, attn_norm, ffn_gate, ffn_in, ffn_out, ffn_norm)
+    tiny:dict = field(default_factory=dict) # config keyword -> a size of `tiny_model` ('layers', 'hidden', 'heads', 'ffn', 'positions') or a function of them
+    lora:dict = field(default_factory=lambda: dict(r=8, alpha=16)) # LoRA's defaults here (rank, alpha, peft's fan_in_fan_out)
+
+# %% ../nbs/01_blocks.ipynb #0aa09a4b
+_LLAMA_PARTS = dict(q='self_attn.q_proj', k='self_attn.k_proj', v='self_attn.v_proj', attn_out='self_attn.o_proj',
+                    attn_norm='input_layernorm', ffn_gate='mlp.gate_proj', ffn_in='mlp.up_proj', ffn_out='mlp.down_proj',
+                    ffn_norm='post_attention_layernorm')
+_BERT_PARTS = dict(q='attention.self.query', k='attention.self.key', v='attention.self.value', attn_out='attention.output.dense',
+                   attn_norm='attention.output.LayerNorm', ffn_in='intermediate.dense', ffn_out='output.dense', ffn_norm='output.LayerNorm')
+
+_BERT_TINY = dict(num_hidden_layers='layers', hidden_size='hidden', num_attention_heads='heads', intermediate_size='ffn',
+                  max_position_embeddings='positions')  # the config keywords of BERT, LLaMA and most others
+_GQA_TINY = dict(_BERT_TINY, num_key_value_heads=lambda s: s['heads'] // 2)  # grouped-query attention: half as many KV heads
+_DECODER_LORA = dict(r=16, alpha=32)  # wider decoders: the usual QLoRA-style setting
+
+ARCHS = {
+    'bert': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS, _BERT_TINY),
+    'roberta': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,
+        dict(_BERT_TINY, max_position_embeddings=lambda s: s['positions'] + 2)),  # RoBERTa offsets its positions by the padding id
+    'distilbert': ArchSpec('transformer.layer', ('embeddings',), (),
+        dict(q='attention.q_lin', k='attention.k_lin', v='attention.v_lin', attn_out='attention.out_lin',
+             attn_norm='sa_layer_norm', ffn_in='ffn.lin1', ffn_out='ffn.lin2', ffn_norm='output_layer_norm'),
+        dict(n_layers='layers', dim='hidden', n_heads='heads', hidden_dim='ffn', max_position_embeddings='positions')),
+    'gpt2': ArchSpec('h', ('wte', 'wpe'), ('ln_f',),
+        dict(attn_norm='ln_1', qkv='attn.c_attn', attn_out='attn.c_proj', ffn_norm='ln_2', ffn_in='mlp.c_fc', ffn_out='mlp.c_proj'),
+        dict(n_layer='layers', n_embd='hidden', n_head='heads', n_inner='ffn', n_positions='positions'),
+        dict(r=8, alpha=16, fan_in_fan_out=True)),  # GPT-2's projections are Conv1D (weights stored transposed)
+    'llama': ArchSpec('layers', ('embed_tokens',), ('norm',), _LLAMA_PARTS, _BERT_TINY, _DECODER_LORA),
+    'mistral': ArchSpec('layers', ('embed_tokens',), ('norm',), _LLAMA_PARTS, _GQA_TINY, _DECODER_LORA),
+    'qwen2': ArchSpec('layers', ('embed_tokens',), ('norm',), _LLAMA_PARTS, _GQA_TINY, _DECODER_LORA),
+    'opt': ArchSpec('decoder.layers', ('decoder.embed_tokens', 'decoder.embed_positions', 'decoder.project_in?'),
+                    ('decoder.final_layer_norm?', 'decoder.project_out?'),  # OPT-350m projects back down after the blocks
+        dict(q='self_attn.q_proj', k='self_attn.k_proj', v='self_attn.v_proj', attn_out='self_attn.out_proj',
+             attn_norm='self_attn_layer_norm', ffn_in='fc1', ffn_out='fc2', ffn_norm='final_layer_norm'),
+        dict(_BERT_TINY, intermediate_size=None, ffn_dim='ffn', word_embed_proj_dim='hidden')),
+    'gpt_neox': ArchSpec('layers', ('embed_in',), ('final_layer_norm',),
+        dict(attn_norm='input_layernorm', qkv='attention.query_key_value', attn_out='attention.dense',
+             ffn_norm='post_attention_layernorm', ffn_in='mlp.dense_h_to_4h', ffn_out='mlp.dense_4h_to_h'),
+        _BERT_TINY),
+}
+
+# %% ../nbs/01_blocks.ipynb #16df8a7e
+def register_arch(model_type:str, # the `config.model_type` it applies to
+                  blocks:str, # path of the blocks' `nn.ModuleList`, relative to `model.base_model`
+                  embeddings=(), # paths of the input-embedding modules ('?' suffix: optional)
+                  final_norm=(), # paths of the final norm(s) ('?' suffix: optional)
+                  parts:dict|None=None, # part name -> path inside a block, for sub-block analysis
+                  tiny:dict|None=None, # config keyword -> a size of `tiny_model` or a function of the sizes (None: the entry's, if any)
+                  lora:dict|None=None, # LoRA's defaults (None: the entry's, else r=8, alpha=16)
+                  overwrite:bool=False, # replace an existing entry
+                 )->ArchSpec:
+    "Teach lift_nb where the units of `model_type` live."
+    if model_type in ARCHS and not overwrite:
+        raise ValueError(f"{model_type!r} is already registered; pass overwrite=True to replace it.")
+    old = ARCHS.get(model_type)  # overwriting the layout keeps the entry's other facts unless they are given
+    tiny = tiny if tiny is not None else (old.tiny if old else {})
+    lora = lora if lora is not None else (old.lora if old else dict(r=8, alpha=16))
+    spec = ArchSpec(blocks, tuple(embeddings), tuple(final_norm), dict(parts or {}), dict(tiny), dict(lora))
+    ARCHS[model_type] = spec
+    return spec
 
 # %% ../nbs/01_blocks.ipynb #9280d3de
 def _name_loss(model:nn.Module, task:str)->nn.Module:
@@ -35,7 +91,7 @@ def _name_loss(model:nn.Module, task:str)->nn.Module:
     if getattr(model, 'loss_type', None) is None: model.loss_type = 'ForCausalLM' if task == 'causal-lm' else 'ForSequenceClassification'
     return model
 
-def tiny_model(model_type:str='gpt2', # a key of the tiny-config table: bert, roberta, distilbert, gpt2, llama, mistral, qwen2, opt, gpt_neox
+def tiny_model(model_type:str='gpt2', # an `ARCHS` entry with a tiny config: bert, roberta, distilbert, gpt2, llama, mistral, qwen2, opt, gpt_neox
                task:str='causal-lm', # 'causal-lm' (a language-model head) or 'classification' (a sequence classifier)
                n_layers:int=4, # transformer blocks
                hidden:int=32, # width
@@ -48,11 +104,11 @@ def tiny_model(model_type:str='gpt2', # a key of the tiny-config table: bert, ro
               )->nn.Module:
     "A randomly initialised Hugging Face model of `model_type`, small enough for a CPU test."
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-    if model_type not in _TINY: raise ValueError(f"No tiny config for {model_type!r}; choose one of {sorted(_TINY)}.")
+    have = sorted(k for k, a in ARCHS.items() if a.tiny)
+    if model_type not in have: raise ValueError(f"No tiny config for {model_type!r}; choose one of {have} (or register_arch(..., tiny=...)).")
     if task not in ('causal-lm', 'classification'): raise ValueError(f"task must be 'causal-lm' or 'classification', not {task!r}.")
-    sizes = dict(L=n_layers, H=hidden, A=heads, F=4*hidden, P=positions)
-    value = lambda s: eval(s, {}, sizes) if isinstance(s, str) else s  # the table's tiny arithmetic ('A/2', 'P+2')
-    cfg = {k: int(value(v)) for k,v in _TINY[model_type].items()}
+    sizes = dict(layers=n_layers, hidden=hidden, heads=heads, ffn=4 * hidden, positions=positions)
+    cfg = {k: int(v(sizes) if callable(v) else sizes[v]) for k, v in ARCHS[model_type].tiny.items() if v is not None}
     cfg.update(vocab_size=vocab, pad_token_id=0, bos_token_id=1, eos_token_id=2, num_labels=num_labels, **kwargs)
     if model_type in ('bert', 'roberta') and task == 'causal-lm': cfg['is_decoder'] = True
     config = AutoConfig.for_model(model_type, **cfg)
@@ -111,56 +167,10 @@ def is_classifier(model:nn.Module, # a Hugging Face model, or a peft wrapper of 
     base = getattr(model, 'get_base_model', lambda: model)()
     return any(type(m).__name__.endswith('ForSequenceClassification') for m in (model, base))
 
-# %% ../nbs/01_blocks.ipynb #7e8b4d98
-@dataclass(frozen=True)
-class ArchSpec:
-    "Where the units of one architecture live, as module paths relative to `model.base_model`."
-    blocks:str # path of the `nn.ModuleList` of transformer blocks
-    embeddings:tuple = () # paths of the input-embedding modules; a trailing '?' marks an optional one
-    final_norm:tuple = () # paths of the norm(s) after the last block; '?' marks an optional one
-    parts:dict = field(default_factory=dict) # part name -> path inside one block (q, k, v, qkv, attn_out, attn_norm, ffn_gate, ffn_in, ffn_out, ffn_norm)
-
-# %% ../nbs/01_blocks.ipynb #0aa09a4b
-_LLAMA_PARTS = dict(q='self_attn.q_proj', k='self_attn.k_proj', v='self_attn.v_proj', attn_out='self_attn.o_proj',
-                    attn_norm='input_layernorm', ffn_gate='mlp.gate_proj', ffn_in='mlp.up_proj', ffn_out='mlp.down_proj',
-                    ffn_norm='post_attention_layernorm')
-_BERT_PARTS = dict(q='attention.self.query', k='attention.self.key', v='attention.self.value', attn_out='attention.output.dense',
-                   attn_norm='attention.output.LayerNorm', ffn_in='intermediate.dense', ffn_out='output.dense', ffn_norm='output.LayerNorm')
-
-ARCHS = {
-    'bert': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS),
-    'roberta': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS),
-    'distilbert': ArchSpec('transformer.layer', ('embeddings',), (),
-        dict(q='attention.q_lin', k='attention.k_lin', v='attention.v_lin', attn_out='attention.out_lin',
-             attn_norm='sa_layer_norm', ffn_in='ffn.lin1', ffn_out='ffn.lin2', ffn_norm='output_layer_norm')),
-    'gpt2': ArchSpec('h', ('wte', 'wpe'), ('ln_f',),
-        dict(attn_norm='ln_1', qkv='attn.c_attn', attn_out='attn.c_proj', ffn_norm='ln_2', ffn_in='mlp.c_fc', ffn_out='mlp.c_proj')),
-    'llama': ArchSpec('layers', ('embed_tokens',), ('norm',), _LLAMA_PARTS),
-    'mistral': ArchSpec('layers', ('embed_tokens',), ('norm',), _LLAMA_PARTS),
-    'qwen2': ArchSpec('layers', ('embed_tokens',), ('norm',), _LLAMA_PARTS),
-    'opt': ArchSpec('decoder.layers', ('decoder.embed_tokens', 'decoder.embed_positions', 'decoder.project_in?'),
-                    ('decoder.final_layer_norm?', 'decoder.project_out?'),  # OPT-350m projects back down after the blocks
-        dict(q='self_attn.q_proj', k='self_attn.k_proj', v='self_attn.v_proj', attn_out='self_attn.out_proj',
-             attn_norm='self_attn_layer_norm', ffn_in='fc1', ffn_out='fc2', ffn_norm='final_layer_norm')),
-    'gpt_neox': ArchSpec('layers', ('embed_in',), ('final_layer_norm',),
-        dict(attn_norm='input_layernorm', qkv='attention.query_key_value', attn_out='attention.dense',
-             ffn_norm='post_attention_layernorm', ffn_in='mlp.dense_h_to_4h', ffn_out='mlp.dense_4h_to_h')),
-}
-
-# %% ../nbs/01_blocks.ipynb #16df8a7e
-def register_arch(model_type:str, # the `config.model_type` it applies to
-                  blocks:str, # path of the blocks' `nn.ModuleList`, relative to `model.base_model`
-                  embeddings=(), # paths of the input-embedding modules ('?' suffix: optional)
-                  final_norm=(), # paths of the final norm(s) ('?' suffix: optional)
-                  parts:dict|None=None, # part name -> path inside a block, for sub-block analysis
-                  overwrite:bool=False, # replace an existing entry
-                 )->ArchSpec:
-    "Teach lift_nb where the units of `model_type` live."
-    if model_type in ARCHS and not overwrite:
-        raise ValueError(f"{model_type!r} is already registered; pass overwrite=True to replace it.")
-    spec = ArchSpec(blocks, tuple(embeddings), tuple(final_norm), dict(parts or {}))
-    ARCHS[model_type] = spec
-    return spec
+def max_positions(config, # a Hugging Face config
+                 )->int|None:
+    "The longest sequence the model's position table holds (`max_position_embeddings`, GPT-2's `n_positions`); None if it has none."
+    return getattr(config, 'max_position_embeddings', None) or getattr(config, 'n_positions', None)
 
 # %% ../nbs/01_blocks.ipynb #fcfe8ac6
 @dataclass(eq=False)

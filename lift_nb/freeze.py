@@ -10,17 +10,15 @@ from collections import deque
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .blocks import Unit, Units, find_units
-from .machine import resolve_precision
+from .machine import frozen_dtype_for, resolve_precision
 
 # %% auto #0
-__all__ = ['model_loss', 'FreezeEngine', 'SavedBytes', 'UnitTrace', 'BackwardTrace', 'trace_backward', 'trace_table',
-           'unit_grads', 'optimizer_state_bytes', 'check_truncation']
+__all__ = ['tensors_in', 'model_loss', 'FreezeEngine', 'optimizer_state_bytes']
 
 # %% ../nbs/02_freeze.ipynb #61641cc3
-def _tensors(x)->list:
+def tensors_in(x)->list:
     "Every tensor in a (nested) output: tensors, tuples, lists, dicts and `ModelOutput`s."
     if isinstance(x, torch.Tensor): return [x]
     if isinstance(x, dict): x = list(x.values())
@@ -34,6 +32,8 @@ def _map_tensors(x, fn):
     if isinstance(x, list): return [_map_tensors(v, fn) for v in x]
     if isinstance(x, dict) and type(x) is dict: return {k: _map_tensors(v, fn) for k, v in x.items()}
     return x
+
+_tensors = tensors_in  # the old name
 
 # %% ../nbs/02_freeze.ipynb #aca57514
 def model_loss(model:nn.Module, # the model
@@ -84,8 +84,8 @@ class FreezeEngine:
         self.model, self.units, self.truncate, self.state_policy = model, units or find_units(model), truncate, state_policy
         if isinstance(frozen_dtype, str):  # 'auto' resolved for the model's device; bf16 on a CPU without it warns
             p = next(model.parameters(), None)
-            want = resolve_precision(frozen_dtype.lower(), 'cpu' if p is None else p.device, 'frozen_dtype')
-            frozen_dtype = None if frozen_dtype.lower() == 'auto' and want == 'fp32' else want
+            dev = 'cpu' if p is None else p.device
+            frozen_dtype = frozen_dtype_for('auto', dev) if frozen_dtype.lower() == 'auto' else resolve_precision(frozen_dtype.lower(), dev, 'frozen_dtype')
         self.frozen_dtype = _as_dtype(frozen_dtype)
         other = getattr(model, '_lift_nb_engine', None)
         if other is not None: raise RuntimeError(f"This model already has an engine ({other!r}); call its .remove() first: "
@@ -280,280 +280,17 @@ class FreezeEngine:
             if p in self._parked:
                 opt.state[p] = {k: v.to(dev) if dev is not None else v for k, (v, dev) in self._parked.pop(p).items()}
 
-# %% ../nbs/02_freeze.ipynb #77aad3f3
-class SavedBytes:
-    "Context manager counting the bytes autograd saves for backward: each storage once, parameters never."
-    def __init__(self,
-                 model:nn.Module, # whose parameters are not counted (they are not activations)
-                 owner=None, # `owner() -> key` charged for each new storage (default: everything under 'all')
-                ):
-        self.owner, self.by_owner, self._seen = owner or (lambda: 'all'), {}, set()
-        # a sharded parameter (FSDP2's DTensor) lives in its local shard's storage
-        self._params = {getattr(p, 'to_local', lambda: p)().untyped_storage().data_ptr() for p in model.parameters()}
-    @property
-    def total(self)->int: return sum(self.by_owner.values())
-    def _pack(self, t):
-        try: st = t.untyped_storage()
-        except (RuntimeError, NotImplementedError): return t  # no storage (e.g. a sparse or nested tensor): not counted
-        key = st.data_ptr()
-        if key not in self._params and key not in self._seen:
-            self._seen.add(key)
-            o = self.owner(); self.by_owner[o] = self.by_owner.get(o, 0) + st.nbytes()
-        return t
-    def __enter__(self):
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._ctx.__enter__(); return self
-    def __exit__(self, *exc): self._ctx.__exit__(*exc)
-
-# %% ../nbs/02_freeze.ipynb #a95122a2
-class UnitTrace:
-    "What one unit contributed to one training step (a tied parameter counts for its topmost unit)."
-    def __init__(self, unit:Unit|None, params:list):
-        self.unit, self.params, self.nodes, self.built, self.saved_bytes = unit, params, 0, 0, 0
-        self.output_requires_grad = False
-        self.trainable = sum(p.numel() for p in params if p.requires_grad) # trainable parameters (numel)
-        self.with_grad = 0 # parameters (numel) that received a gradient
-    @property
-    def name(self)->str: return self.unit.name if self.unit is not None else 'other'
-
-# %% ../nbs/02_freeze.ipynb #1b97b9f6
-class BackwardTrace:
-    "The result of `trace_backward`: per-unit autograd nodes, saved bytes and gradients, and the leaks found."
-    def __init__(self, units:Units, rows:dict, active:list, loss:float, backward_flops:int):
-        self.units, self.rows, self.active, self.loss, self.backward_flops = units, rows, active, loss, backward_flops
-        self.leaks = []
-
-    def __getitem__(self, name)->UnitTrace: return self.rows[name]
-    @property
-    def boundary(self)->Unit|None: return self.active[0] if self.active else None
-    @property
-    def nodes(self)->int: return sum(r.nodes for r in self.rows.values())
-    @property
-    def saved_bytes(self)->int: return sum(r.saved_bytes for r in self.rows.values())
-    @property
-    def reached(self)->list:
-        "Units that own at least one node backward runs through, bottom to top."
-        return [r.unit for r in self.rows.values() if r.unit is not None and r.nodes]
-    @property
-    def lowest_reached(self)->Unit|None: return self.reached[0] if self.reached else None
-    @property
-    def reaches_below(self)->bool:
-        "Does backward run through any unit below the lowest active one?"
-        lo = self.lowest_reached
-        return bool(lo is not None and self.boundary is not None and lo.index < self.boundary.index)
-    @property
-    def with_grad(self)->list:
-        "Names of the units whose parameters received a gradient."
-        return [n for n, r in self.rows.items() if r.with_grad]
-
-    def table(self)->str:
-        "Plain-text table, one row per unit."
-        head = f"{'unit':11} {'trainable':>9} {'grad':>4} {'nodes':>5} {'saved KiB':>9}"
-        lines = [head]
-        for n, r in self.rows.items():
-            if r.unit is None and not r.nodes and not r.saved_bytes: continue
-            lines.append(f"{n:11} {r.trainable:>9,} {'yes' if r.with_grad else '-':>4} {r.nodes:>5} {r.saved_bytes/1024:>9.1f}")
-        lines.append(f"{'total':11} {sum(r.trainable for r in self.rows.values()):>9,} {'':>4} {self.nodes:>5} {self.saved_bytes/1024:>9.1f}")
-        return '\n'.join(lines)
-
-    def __repr__(self):
-        b = self.boundary.name if self.boundary else None
-        lo = self.lowest_reached.name if self.lowest_reached else None
-        s = [self.table(), f"boundary: {b}  lowest unit reached by backward: {lo}  reaches below: {self.reaches_below}",
-             f"backward: {self.backward_flops/1e6:.2f} MFLOP"]
-        s += [f"LEAK: {l}" for l in self.leaks] or ['leaks: none']
-        return '\n'.join(s)
-
-# %% ../nbs/02_freeze.ipynb #03e89f5a
-def _claim(tensors, owner:str, owners:dict):
-    "Give every graph node reachable from `tensors` that has no owner yet to `owner`."
-    todo = deque(t.grad_fn for t in tensors if t.grad_fn is not None)
-    while todo:
-        fn = todo.popleft()
-        if fn is None or fn in owners: continue
-        owners[fn] = owner
-        todo.extend(f for f, _ in fn.next_functions)
-
-def _reachable(loss:torch.Tensor)->set:
-    "The graph nodes backward will run, from `loss`."
-    seen, todo = set(), deque([loss.grad_fn])
-    while todo:
-        fn = todo.popleft()
-        if fn is None or fn in seen: continue
-        seen.add(fn); todo.extend(f for f, _ in fn.next_functions)
-    return seen
-
-def _owned(units:Units)->dict:
-    "Unit name -> its parameters, a tied parameter going to the topmost unit that uses it."
-    top = {}
-    for u in units:
-        for p in u.parameters(): top[id(p)] = (u.name, p)
-    out = {u.name: [] for u in units}
-    for name, p in top.values(): out[name].append(p)
-    return out
-
-def _inferred_active(units:Units)->list:
-    "Units that own a trainable parameter (a tied parameter counts for its topmost unit only)."
-    owned = _owned(units)
-    return [u for u in units if any(p.requires_grad for p in owned[u.name])]
-
-# %% ../nbs/02_freeze.ipynb #86e98660
-def trace_backward(model:nn.Module, # the model, set up for training as you would train it
-                   batch, # one batch: a dict of model inputs (with `labels`) or a tensor
-                   units:Units|None=None, # its units (default: `find_units(model)`)
-                   active=None, # the units meant to be trainable (names or indices); default: inferred from requires_grad
-                   loss_fn=None, # `loss_fn(output, batch) -> loss`; default: `output.loss` or the output's mean
-                   backward:bool=True, # run backward (gradients, FLOPs); False: only what the forward builds and saves
-                  )->BackwardTrace:
-    "Run one forward/backward pass and report per unit: trainable params, grads, autograd nodes, saved bytes, leaks."
-    units = units or find_units(model)
-    inferred = active is None
-    active = units.resolve(active) if not inferred else _inferred_active(units)
-    owned = _owned(units)
-    rows = {u.name: UnitTrace(u, owned[u.name]) for u in units}
-    rows['other'] = UnitTrace(None, [])
-    owners, stack = {}, []
-    def pre(u):
-        def hook(m, args, kwargs):
-            _claim(_tensors(args) + _tensors(kwargs), 'other', owners); stack.append(u.name)
-        return hook
-    def post(u):
-        def hook(m, args, kwargs, out):
-            if stack: stack.pop()
-            ts = _tensors(out)
-            _claim(ts, u.name, owners)
-            rows[u.name].output_requires_grad |= any(t.requires_grad for t in ts)
-        return hook
-    # hooks go first so they see module inputs/outputs before any other hook changes them
-    hooks = [h for u in units for _, m in u.modules for h in (
-        m.register_forward_pre_hook(pre(u), with_kwargs=True, prepend=True),
-        m.register_forward_hook(post(u), with_kwargs=True, always_call=True))]
-    old_grads = {p: p.grad for p in model.parameters()}
-    for p in model.parameters(): p.grad = None
-    try:
-        with SavedBytes(model, owner=lambda: stack[-1] if stack else 'other') as saved:
-            loss = model_loss(model, batch, loss_fn)
-        for owner, b in saved.by_owner.items(): rows[owner].saved_bytes += b
-        _claim([loss], 'other', owners)
-        live = _reachable(loss) if loss.grad_fn is not None else set()
-        for fn, owner in owners.items():
-            rows[owner].built += 1
-            rows[owner].nodes += fn in live
-        flops = FlopCounterMode(display=False)
-        if loss.requires_grad and backward:
-            with flops: loss.backward()
-        for r in rows.values(): r.with_grad = sum(p.numel() for p in r.params if p.grad is not None)
-    finally:
-        for h in hooks: h.remove()
-        for p, g in old_grads.items(): p.grad = g
-    tr = BackwardTrace(units, rows, active, float(loss.detach()), flops.get_total_flops())
-    tr.leaks = _find_leaks(tr, inferred)
-    return tr
-
-# %% ../nbs/02_freeze.ipynb #958e3c05
-def _find_leaks(tr:BackwardTrace, inferred:bool=False)->list:
-    "The classic ways a frozen model still back-propagates to the bottom, found in a trace."
-    leaks, units = [], tr.units
-    if not tr.active: return ["no unit is trainable: nothing will learn"]
-    if inferred:  # nobody said what should train: flag what is rarely meant
-        for u in tr.active:
-            own = [(n, p) for n, p in u.named_parameters() if id(p) in {id(q) for q in tr.rows[u.name].params}]
-            on = [n for n, p in own if p.requires_grad]
-            if u.kind != 'head' and 0 < len(on) < len(own):
-                leaks.append(f"{u.name} is only partly trainable ({len(on)} of {len(own)} tensors, e.g. {on[0]}): a LayerNorm or "
-                             "bias left trainable keeps it in the graph (if that is meant, as in BitFit, pass active=)")
-        frozen_blocks = [b.name for b in units.blocks if b not in tr.active]
-        if tr.active[0].kind == 'embeddings' and frozen_blocks:
-            leaks.append(f"the embeddings are trainable while {frozen_blocks[0]} is frozen: backward runs to the bottom "
-                         "through frozen blocks (pass active= if that is meant)")
-    act = {id(p) for u in tr.active for p in u.parameters()}
-    emb = tr.rows.get('embeddings')
-    if emb is not None and emb.unit not in tr.active:
-        tied = [p for p in emb.unit.parameters() if id(p) in act]
-        if emb.output_requires_grad and not tied:
-            leaks.append("the embedding output requires grad although the embeddings are frozen "
-                         "(enable_input_require_grads, PEFT or gradient checkpointing did this): the graph starts at the bottom")
-        if tied and tr.rows['embeddings'].nodes:
-            leaks.append("the input embedding is trainable through a tie with "
-                         f"{[u.name for u in tr.active if any(id(p) in {id(q) for q in tied} for p in u.parameters())]}: "
-                         "its lookup builds a graph at the bottom of the model")
-    for u in units:
-        if u in tr.active: continue
-        stray = [n for n, p in u.named_parameters() if p.requires_grad and id(p) not in act]
-        if stray:
-            leaks.append(f"{u.name} is frozen but {len(stray)} of its tensors still require grad "
-                         f"(e.g. {stray[0]}): a LayerNorm or bias left trainable keeps it in the graph")
-    if tr.reaches_below:
-        below = [r for r in tr.rows.values() if r.unit is not None and r.unit.index < tr.boundary.index and r.nodes]
-        leaks.append(f"backward reaches {below[0].name}, below the lowest trainable unit {tr.boundary.name}: "
-                     f"{sum(r.nodes for r in below)} nodes and {sum(r.saved_bytes for r in below)/1024:.1f} KiB saved in frozen units")
-    return leaks
-
-# %% ../nbs/02_freeze.ipynb #417e869f
-def trace_table(traces:dict, # column label -> `BackwardTrace`, all of the same model
-               )->str:
-    "Autograd nodes / saved KiB per unit, one column per trace; `*` marks units whose parameters got a gradient."
-    first = next(iter(traces.values()))
-    names = [u.name for u in first.units] + ['other']
-    cell = lambda t, n: f"{t[n].nodes}/{t[n].saved_bytes/1024:.1f}" + ('*' if t[n].with_grad else ' ')
-    w = max(11, *(len(k) + 1 for k in traces))
-    lines = [f"{'unit':11}" + ''.join(f"{k:>{w}}" for k in traces)]
-    lines += [f"{n:11}" + ''.join(f"{cell(t, n):>{w}}" for t in traces.values()) for n in names]
-    lines.append(f"{'total':11}" + ''.join(f"{f'{t.nodes}/{t.saved_bytes/1024:.1f} ':>{w}}" for t in traces.values()))
-    lines.append(f"{'bwd MFLOP':11}" + ''.join(f"{f'{t.backward_flops/1e6:.2f} ':>{w}}" for t in traces.values()))
-    return '\n'.join(lines)
-
-# %% ../nbs/02_freeze.ipynb #fb58a4f4
-def unit_grads(model:nn.Module, # the model
-               batch, # one batch
-               units:Units, # its units
-               active, # the units to train (names or indices)
-               truncate:bool=True, # use the engine's truncation, or naive freezing
-               loss_fn=None, # as in `trace_backward`
-              )->dict:
-    "The gradients of the active units' parameters after one backward pass, by parameter name."
-    with FreezeEngine(model, units, truncate=truncate) as eng:
-        eng.activate(active)
-        for p in model.parameters(): p.grad = None
-        model_loss(model, batch, loss_fn).backward()
-        out = {n: p.grad.clone() for u in eng.active for n, p in u.named_parameters() if p.grad is not None}
-        for p in model.parameters(): p.grad = None
-    return out
-
 # %% ../nbs/02_freeze.ipynb #0b9d8181
 def optimizer_state_bytes(optimizer:torch.optim.Optimizer)->int:
     "Bytes held by the tensors in `optimizer.state`."
     return sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
 
-# %% ../nbs/02_freeze.ipynb #a86f6b9e
-def check_truncation(model:nn.Module, # the model; it is copied, never changed
-                     batch, # one batch
-                     k:int, # the block to train
-                     lr:float=1e-2, # SGD step used to see which parameters change
-                    )->dict:
-    "Check the engine on block `k` of a copy of `model` (in eval mode): raises AssertionError on any failure."
-    def check(ok, msg):
-        if not ok: raise AssertionError(msg)
-    model = copy.deepcopy(model).eval()
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    units = find_units(model)
-    with FreezeEngine(model, units) as eng:
-        eng.activate(k)
-        tr = trace_backward(model, batch, units, active=eng.active)
-        boundary = eng.boundary
-    check(not tr.reaches_below and not tr.leaks, f"backward leaks below block {k}: {tr.leaks}")
-    check(tr.with_grad == [f'block.{k}'], f"gradients in {tr.with_grad}, expected only block.{k}")
-    below = [u.name for u in units if u.index < boundary.index and (tr[u.name].built or tr[u.name].saved_bytes)]
-    check(not below, f"graph built or activations saved in {below}")
-    a, b = unit_grads(model, batch, units, [k]), unit_grads(model, batch, units, [k], truncate=False)
-    check(sorted(a) == sorted(b) and all(torch.allclose(a[n], b[n], atol=1e-6, rtol=1e-5) for n in a), "gradient differs from naive freezing")
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    with FreezeEngine(model, units) as eng:
-        eng.activate(k)
-        opt = eng.make_optimizer(torch.optim.SGD, lr=lr)
-        opt.zero_grad(); model_loss(model, batch).backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    mine = {n for n, _ in units.block(k).named_parameters()}
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    check(changed and changed <= mine, f"changed outside block {k}: {sorted(changed - mine)[:3]}")
-    check({n: p.requires_grad for n, p in model.named_parameters()} == flags, "requires_grad flags not restored")
-    return dict(nodes=tr.nodes, saved_bytes=tr.saved_bytes, changed=len(changed), of=len(mine))
+# %% ../nbs/02_freeze.ipynb #5dd2d6ae
+_MOVED = ('SavedBytes', 'UnitTrace', 'BackwardTrace', 'trace_backward', 'trace_table', 'unit_grads', 'check_truncation')
+
+def __getattr__(name:str):
+    "The checker's names, which moved to `lift_nb.checker` and still import from here."
+    if name in _MOVED:
+        import lift_nb.checker
+        return getattr(lift_nb.checker, name)
+    raise AttributeError(f"module 'lift_nb.freeze' has no attribute {name!r}")

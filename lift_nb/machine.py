@@ -9,12 +9,14 @@ import os
 import platform
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'native_bf16', 'SlowBF16Warning', 'resolve_precision', 'machine_info', 'machine']
+__all__ = ['PRECISIONS', 'native_bf16', 'SlowBF16Warning', 'resolve_precision', 'frozen_dtype_for', 'autocast_for',
+           'machine_info', 'machine']
 
 # %% ../nbs/00_machine.ipynb #c646b210
 def _cpu_info()->tuple:
@@ -75,6 +77,22 @@ def resolve_precision(value:str|None, # 'auto', 'fp32', 'bf16' or 'fp16' (None: 
                       "products run about 6x slower than fp32 here (6.4x measured on an AVX2-only EPYC); 'auto' picks fp32.",
                       SlowBF16Warning, stacklevel=level)
     return v
+
+# %% ../nbs/00_machine.ipynb #9dd166ab
+def frozen_dtype_for(value:str|None, # 'auto', 'fp32', 'bf16', 'fp16' or None (as loaded)
+                     device='cpu', # where the model runs
+                    )->str|None:
+    "What a `frozen_dtype` setting hands `FreezeEngine`: 'bf16'/'fp16', or None where it means fp32 (the units stay as loaded)."
+    v = resolve_precision(value, device, 'frozen_dtype')
+    return None if v == 'fp32' else v
+
+def autocast_for(dtype:str, # 'fp32' (no autocast), 'bf16' (mixed precision: fp32 weights, bf16 compute) or 'auto'
+                 device='cpu', # where the model runs
+                ):
+    "The autocast context a `dtype` setting means, as accelerate's `mixed_precision='bf16'` does it ('auto': bf16 where native)."
+    if dtype not in ('fp32', 'bf16', 'auto'): raise ValueError(f"dtype must be 'fp32', 'bf16' or 'auto', not {dtype!r}.")
+    dtype = resolve_precision(dtype, device, 'dtype')
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if dtype == 'bf16' else nullcontext()
 
 # %% ../nbs/00_machine.ipynb #4b6652b3
 def machine_info(device='cpu', # the device the figures are for

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels for tests/gpu.sh (issue #14), fetched on this machine, where pip reaches the index: the device machine's image
 # has PyTorch, transformers, accelerate and peft but not the notebook runner (nbclient, ipykernel), nbval (conftest.py
-# imports it), fastcore (the notebooks' tests) or DeepSpeed (08_distributed), and nothing can be fetched there. The
+# imports it), fastcore (the notebooks' tests) or DeepSpeed (07_distributed), and nothing can be fetched there. The
 # wheels go to .whl/ (git-ignored, about 20 MB); the device call carries it: run(command='bash tests/gpu.sh', carry=['.whl']).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

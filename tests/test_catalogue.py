@@ -343,7 +343,8 @@ def test_train_help_shows_each_methods_default(capsys):
     with pytest.raises(SystemExit): main(['train', '--help'])
     out = capsys.readouterr().out
     flat = ' '.join(out.split())
-    assert '[lift, lisa, badam, lora] defaults: None (lift, lora); True (lisa, badam)' in flat
+    assert '[lift, lift-paper, lisa, badam, lora] defaults: None (lift, lift-paper, lora); True (lisa, badam)' in flat
+    assert "[lift, lift-paper] defaults: 'end2front' (lift); 'front2end' (lift-paper)" in flat
     assert '--fp16' in out and 'needs a CUDA GPU' in flat
 
 

@@ -316,7 +316,7 @@ import os, sys, torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from lift_nb.blocks import tiny_model
-from lift_nb.train import LiftCallback
+from lift_nb.hf import LiftCallback
 ids = torch.randint(3, 128, (64, 12), generator=torch.Generator().manual_seed(0))
 model = tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 snaps = [{n: p.detach().clone() for n, p in model.named_parameters()}]

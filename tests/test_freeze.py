@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from lift_nb.blocks import ARCHS, find_units, tiny_model
-from lift_nb.freeze import FreezeEngine, check_truncation, model_loss, optimizer_state_bytes, trace_backward, unit_grads
+from lift_nb.checker import check_truncation, trace_backward, unit_grads
+from lift_nb.freeze import FreezeEngine, model_loss, optimizer_state_bytes
 
 CASES = [(mt, task) for mt in sorted(ARCHS) for task in ('causal-lm', 'classification')
          if not (mt == 'distilbert' and task == 'causal-lm')]

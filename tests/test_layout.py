@@ -28,3 +28,41 @@ def test_no_import_cycle_at_module_level():
         if m in path: raise AssertionError(f"import cycle: {' -> '.join(path[path.index(m):] + [m])}")
         for n in graph.get(m, ()): visit(n, path + [m])
     for m in graph: visit(m, [])
+
+
+NBS = ROOT.parent / 'nbs'
+
+
+def _notebook_of()->dict:
+    "module -> its notebook's number (the reading order), from each numbered notebook's `#| default_exp`."
+    import json, re
+    out = {}
+    for nb in sorted(NBS.glob('[0-9][0-9]_*.ipynb')):
+        src = '\n'.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code')
+        m = re.search(r'#\| default_exp (\w+)', src)
+        if m: out[m.group(1)] = int(nb.name[:2])
+    return out
+
+
+def test_reading_order_is_import_order():
+    "Every module-level import of a room points to an earlier notebook (an old name kept in `__getattr__` is not an import)."
+    order = _notebook_of()
+    assert set(order) == {p.stem for p in MODULES}, (sorted(order), sorted(p.stem for p in MODULES))
+    bad = [f"{p.stem} ({order[p.stem]:02d}) imports {m} ({order[m]:02d})" for p in MODULES for m, _ in _imports(p, top_only=True)
+           if m in order and order[m] >= order[p.stem] and m != p.stem]
+    assert not bad, "; ".join(bad)
+
+
+def test_fit_step_fits_one_screen():
+    "The training step (`LayerwiseTrainer.train_step`) reads in one screen: at most 30 lines, docstring included."
+    import inspect
+    from lift_nb.train import LayerwiseTrainer
+    lines = inspect.getsource(LayerwiseTrainer.train_step).rstrip().split('\n')
+    assert len(lines) <= 30, len(lines)
+
+
+def test_notebooks_stay_short():
+    "Every numbered notebook has at most 60 cells: a room that grows past it splits."
+    import json
+    long = {nb.name: n for nb in NBS.glob('[0-9][0-9]_*.ipynb') if (n := len(json.loads(nb.read_text())['cells'])) > 60}
+    assert not long, long

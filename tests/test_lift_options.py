@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from lift_nb.blocks import find_units, tiny_model
-from lift_nb.freeze import FreezeEngine, trace_backward
+from lift_nb.checker import trace_backward
+from lift_nb.freeze import FreezeEngine
 from lift_nb.schedule import make_schedule
 from lift_nb.train import LayerwiseTrainer, TrainArgs
 

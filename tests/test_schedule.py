@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lift_nb.blocks import find_units, tiny_model
-from lift_nb.freeze import FreezeEngine, model_loss, optimizer_state_bytes, trace_backward
+from lift_nb.checker import trace_backward
+from lift_nb.freeze import FreezeEngine, model_loss, optimizer_state_bytes
 from lift_nb.schedule import SCHEDULES, make_schedule, schedule_options, trainable_count
 from lift_nb.train import run_steps
 
@@ -110,7 +111,7 @@ def test_lora_cannot_truncate_and_the_checker_says_so():
 def test_every_name_the_issue_lists_is_registered_with_defaults():
     names = ['full', 'lift', 'lora', 'bitfit', 'head', 'freeze-bottom', 'freeze-top', 'freeze-interval', 'adt-h', 'adt-l',
              'lisa', 'badam', 'autofreeze', 'gradual']
-    assert set(names) == set(SCHEDULES)
+    assert set(names) | {'lift-paper'} == set(SCHEDULES)  # and the paper's LIFT setting as a preset
     model = tiny_model('bert', 'classification', n_layers=4)
     total = sum(p.numel() for p in model.parameters())
     for n in names:
@@ -131,3 +132,40 @@ def test_bad_input():
     with pytest.raises(ValueError, match='cannot sample 5 of 4'): make_schedule('lisa', n_layers=5).setup(units, 8)
     with pytest.raises(ValueError, match='leave none of the'): make_schedule('adt-h', k=8).setup(units, 8)
     with pytest.raises(IndexError, match='outside 0..7'): make_schedule('full').setup(units, 8).trainable(8)
+
+
+def test_a_method_of_ones_own_trains_through_the_trainer_and_the_cli(tmp_path, capsys):
+    "The schedule notebook's 'write your own method': registered, its options from the signature, trained by the trainer and by `lift-nb demo`."
+    import json
+    from lift_nb.cli import main
+    from lift_nb.schedule import Schedule, Selection, register_schedule
+    from lift_nb.train import LayerwiseTrainer, TrainArgs
+    @register_schedule('alternate-test')
+    class Alternate(Schedule):
+        def __init__(self, every:int=1): pass
+        def select(self, step):
+            half = (step // self.options['every']) % 2
+            return Selection(tuple(f'block.{i}' for i in range(self.units.n_blocks) if i % 2 == half))
+    try:
+        model = tiny_model('gpt2', n_layers=4)
+        before = _snapshot(model)
+        ex = [dict(input_ids=x.tolist()) for x in DATA[:16]]
+        t = LayerwiseTrainer(model, make_schedule('alternate-test', every=2), ex, TrainArgs(max_steps=4, batch_size=4, progress=False))
+        m = t.fit(); t.close()
+        assert [h['active'] for h in t.history] == [['block.0', 'block.2']] * 2 + [['block.1', 'block.3']] * 2
+        assert m['method'] == 'alternate-test' and m['method_options'] == dict(every=2)
+        changed = {n.split('.')[2] for n, p in model.named_parameters() if '.h.' in n and not torch.equal(p, before[n])}
+        assert changed == {'0', '1', '2', '3'}
+        out = tmp_path / 'demo.json'
+        assert main(['demo', '--methods', 'full', 'alternate-test', '--steps', '4', '--n_layers', '2', '--hidden', '32', '--vocab', '64',
+                     '--seq_len', '16', '--batch_size', '2', '--no_progress', '--json', str(out)]) == 0
+        assert 'alternate-test' in json.loads(out.read_text())['methods']
+    finally: del SCHEDULES['alternate-test']
+
+
+def test_lift_paper_preset():
+    "The paper's setting by name: front to end, grouped; its options and flags otherwise those of lift."
+    s = make_schedule('lift-paper').setup(find_units(tiny_model('gpt2', n_layers=4)), 8)
+    assert [s.trainable(t).blocks() for t in range(8)] == [[0], [0], [1], [1], [2], [2], [3], [3]]
+    assert set(schedule_options('lift-paper')) == set(schedule_options('lift'))
+    assert make_schedule('lift-paper', policy='cyclic', passes=2).options['schedule'] == 'front2end'

@@ -73,7 +73,7 @@ def test_hf_trainer_with_liftcallback_saves_and_resumes(tmp_path):
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
-    from lift_nb.train import LiftCallback
+    from lift_nb.hf import LiftCallback
     def trainer(model, steps):
         t = Trainer(model=model, args=TrainingArguments(str(tmp_path), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-2,
                                                         use_cpu=True, report_to=[], save_strategy='steps', save_steps=4,
@@ -98,9 +98,31 @@ def test_events_come_in_order_and_typos_are_refused():
     for e in EVENTS: setattr(Recorder, e, (lambda e: lambda self, trainer, info: seen.append(e))(e))
     t = LayerwiseTrainer(tiny_model('gpt2', n_layers=2), 'lift', _examples(8, cls=False), TrainArgs(max_steps=2, batch_size=4, progress=False), callbacks=[Recorder()])
     t.fit(); t.close()
-    step = ['on_step_begin', 'on_after_forward', 'on_after_backward', 'on_step_end']
+    step = ['on_step_begin', 'on_before_forward', 'on_after_forward', 'on_after_backward', 'on_before_optimizer_step', 'on_step_end']
     assert seen == ['on_train_begin'] + step + ['on_switch'] + step + ['on_train_end']
     class Typo:
         def on_step_ends(self, trainer, info): pass
     with pytest.raises(ValueError, match='Typo.on_step_ends is not a trainer event'):
         LayerwiseTrainer(tiny_model('gpt2', n_layers=2), 'lift', _examples(8, cls=False), callbacks=[Typo()])
+
+
+def test_profiler_is_a_callback_that_fills_the_log_and_cleans_up():
+    "StepProfiler comes first: a user's on_step_end sees the timings and memory; a forward that fails leaves no saved-tensor hook behind."
+    from lift_nb.memory import StepProfiler
+    from lift_nb.checker import SavedBytes
+    seen = []
+    class Peek:
+        def on_step_end(self, trainer, info): seen.append(sorted(info))
+    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=2), 'lift', _examples(8, cls=False), TrainArgs(max_steps=2, batch_size=4, progress=False), callbacks=[Peek()])
+    assert isinstance(t.callbacks[0], StepProfiler) and t.callbacks[0] is t.profiler
+    m = t.fit(); t.close()
+    for keys in seen: assert {'step_s', 'forward_s', 'backward_s', 'optimizer_s', 'tokens', 'memory', 'loss', 'units'} <= set(keys)
+    assert m['peak_memory_bytes'] == max(sum(h['memory'].values()) for h in t.history if 'memory' in h)
+    def bad_loss(out, batch): return out.logits.sum() * float('nan')
+    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=2), 'full', _examples(8, cls=False), TrainArgs(max_steps=2, batch_size=4, progress=False), loss_fn=bad_loss)
+    with pytest.raises(FloatingPointError, match='The loss is nan at step 0'): t.fit()
+    t.close()
+    assert t.profiler._saved is None
+    x = torch.ones(3, requires_grad=True)
+    with SavedBytes(torch.nn.Linear(1, 1)) as sb: (x * x).sum()
+    assert sb.total == 12  # a fresh count: no hook of the failed run left registered

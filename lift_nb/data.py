@@ -20,7 +20,7 @@ from .blocks import is_classifier, max_positions
 # %% auto #0
 __all__ = ['EXTENSIONS', 'GLUE_TASKS', 'DataError', 'Table', 'read_table', 'texts', 'LabelSpec', 'infer_labels', 'tokenize',
            'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file', 'glue_table', 'markov_sequences',
-           'random_batches', 'random_batch', 'random_examples']
+           'random_batches', 'random_batch', 'random_examples', 'word_tokenizer']
 
 # %% ../nbs/05_data.ipynb #b498c5af
 class DataError(ValueError):
@@ -429,3 +429,15 @@ def random_examples(model:torch.nn.Module, # the model the examples are for
     cls = is_classifier(model)
     return [dict(input_ids=torch.randint(3, v, (k,), generator=g).tolist(), **({'labels': i % model.config.num_labels} if cls else {}))
             for i, k in enumerate(lens)]
+
+# %% ../nbs/05_data.ipynb #26c7d7b4
+def word_tokenizer(words, # the vocabulary (any iterable of words; repeats are fine)
+                   specials=('[PAD]', '[UNK]', '[CLS]', '[SEP]'), # special tokens, first in the vocabulary
+                   pad_token:str|None='[PAD]', # the padding token (None: none, as GPT-2's tokenizer has)
+                  ):
+    "A `PreTrainedTokenizerFast` that splits on whitespace and knows `words` (anything else is '[UNK]')."
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([' '.join(words)], trainers.WordLevelTrainer(special_tokens=list(specials)))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]', **({'pad_token': pad_token} if pad_token else {}))

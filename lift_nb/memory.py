@@ -16,7 +16,7 @@ from .data import random_batch
 from .checker import SavedBytes, trace_backward
 from .freeze import FreezeEngine, optimizer_state_bytes
 from .machine import autocast_for, resolve_precision
-from .schedule import Schedule, make_schedule
+from .schedule import Schedule, as_schedule, make_schedule
 
 # %% auto #0
 __all__ = ['OPTIMIZER_STATES', 'CATEGORIES', 'Breakdown', 'SelectionMemory', 'MemoryPrediction', 'predict_memory', 'cuda_peaks',
@@ -98,7 +98,8 @@ def predict_memory(model:torch.nn.Module, # the model (any size; the probe runs 
     autocast_for(dtype)  # validates dtype
     dtype = resolve_precision(dtype, next(model.parameters()).device, 'dtype')  # 'auto': what it means where the model is
     # a fresh schedule, so the caller's (an ADT that has observed, say) is never touched
-    schedule = make_schedule(method) if isinstance(method, str) else make_schedule(method.name, **method.options)
+    given = as_schedule(method)
+    schedule = make_schedule(given.name, **given.options)
     original, model = model, schedule.prepare(model)
     units = find_units(model)
     schedule.setup(units, steps or 4 * max(units.n_blocks, 2))

@@ -204,9 +204,6 @@ class Lift(Schedule):
                  train_norms:bool=False, # also train the LayerNorms of the blocks above the active one (on the backward path
                                          # already: the truncation stays)
                 ):
-        super().__init__(range=range, schedule=schedule, policy=policy, steps_per_visit=steps_per_visit, passes=passes,
-                         train_head=train_head, train_embeddings=train_embeddings, state_policy=state_policy, seed=seed,
-                         allow_partial=allow_partial, lr_scale=lr_scale, layer_decay=layer_decay, train_norms=train_norms)
         for k, v in (('lr_scale', lr_scale), ('layer_decay', layer_decay)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{k} must be a positive number, not {v!r}.")
@@ -312,7 +309,7 @@ LiftPaper = register_preset('lift-paper', 'lift', "LIFT as the paper runs it: ev
 class Full(Schedule):
     "Full fine-tuning: every unit, every step."
     static = True
-    def __init__(self): super().__init__()
+    def __init__(self): pass
     def select(self, step): return Selection(tuple(self.units.names))
 
 @register_schedule('head', aliases=('linear-probe', 'head-only'))
@@ -321,7 +318,7 @@ class Head(Schedule):
     static = True
     def __init__(self,
                  train_final_norm:bool=False, # also train the final norm
-                ): super().__init__(train_final_norm=train_final_norm)
+                ): pass
     def select(self, step): return Selection(tuple(self._extras('final_norm', 'head') if self.options['train_final_norm'] else self._extras('head')))
 
 def _is_bias(unit, name, p): return unit.kind == 'head' or name.endswith('bias')
@@ -330,7 +327,7 @@ def _is_bias(unit, name, p): return unit.kind == 'head' or name.endswith('bias')
 class BitFit(Schedule):
     "BitFit: every bias term of the model, and the head."
     static = True
-    def __init__(self): super().__init__()
+    def __init__(self): pass
     def select(self, step): return Selection(tuple(self.units.names), _is_bias, 'biases')
 
 # %% ../nbs/04_schedule.ipynb #b1dc5b35
@@ -360,7 +357,7 @@ class FreezeBottom(_Static):
     def __init__(self,
                  p:float=50, # percent of the blocks to freeze, from the bottom
                  train_embeddings:bool=False, # train the embeddings anyway (reopens backward to the bottom)
-                ): _check_percent(p); super().__init__(p=p, train_embeddings=train_embeddings)
+                ): _check_percent(p)
     def _frozen(self): return list(range(_n_frozen(self.options['p'], self.units.n_blocks, self.name)))
 
 @register_schedule('freeze-top', aliases=('top',))
@@ -369,7 +366,7 @@ class FreezeTop(_Static):
     def __init__(self,
                  p:float=50, # percent of the blocks to freeze, from the top
                  train_embeddings:bool=False, # train the embeddings too
-                ): _check_percent(p); super().__init__(p=p, train_embeddings=train_embeddings)
+                ): _check_percent(p)
     def _frozen(self):
         n = self.units.n_blocks
         return list(range(n - _n_frozen(self.options['p'], n, self.name), n))
@@ -382,7 +379,6 @@ class FreezeInterval(_Static):
                  train_embeddings:bool=False, # train the embeddings too
                 ):
         if not (isinstance(n, int) and n >= 2): raise ValueError(f"n must be an int >= 2 (n=1 would freeze every block), not {n!r}.")
-        super().__init__(n=n, train_embeddings=train_embeddings)
     def _frozen(self): return [i for i in range(self.units.n_blocks) if (i + 1) % self.options['n'] == 0]
 
 # %% ../nbs/04_schedule.ipynb #a4c08891
@@ -394,7 +390,6 @@ class _Adaptive(Schedule):
                  n_freeze:int|None=None, # blocks to freeze (default: half of them, rounded down)
                 ):
         if not (isinstance(k, int) and k >= 1): raise ValueError(f"k must be a positive int, not {k!r}.")
-        super().__init__(k=k, n_freeze=n_freeze)
         self.start, self.change, self.frozen = None, None, None
 
     def _check(self):
@@ -446,7 +441,6 @@ class Lisa(Schedule):
                  seed:int=0, # sampling seed
                 ):
         if n_layers < 1 or interval < 1: raise ValueError(f"n_layers and interval must be at least 1, not {n_layers} and {interval}.")
-        super().__init__(n_layers=n_layers, interval=interval, train_embeddings=train_embeddings, train_head=train_head, seed=seed)
     def _check(self):
         if self.options['n_layers'] > self.units.n_blocks:
             raise ValueError(f"LISA cannot sample {self.options['n_layers']} of {self.units.n_blocks} blocks.")
@@ -467,7 +461,6 @@ class BAdam(Schedule):
                 ):
         if order not in ('ascending', 'descending', 'random'): raise ValueError(f"order must be 'ascending', 'descending' or 'random', not {order!r}.")
         if switch_every < 1: raise ValueError(f"switch_every must be at least 1, not {switch_every}.")
-        super().__init__(switch_every=switch_every, order=order, train_head=train_head, seed=seed)
     def _check(self):
         n, k = self.units.n_blocks, self.options['switch_every']
         if self.total_steps < n * k:
@@ -495,7 +488,6 @@ class Gradual(Schedule):
                  every:int|None=None, # steps between unfreezings (default: total_steps // (N + 1))
                 ):
         if every is not None and every < 1: raise ValueError(f"every must be at least 1, not {every}.")
-        super().__init__(every=every)
     def select(self, step):
         n = self.units.n_blocks
         every = self.options['every'] or max(self.total_steps // (n + 1), 1)
@@ -513,7 +505,6 @@ class AutoFreeze(Schedule):
                 ):
         _check_percent(percentile)
         if interval < 1: raise ValueError(f"interval must be at least 1, not {interval}.")
-        super().__init__(interval=interval, percentile=percentile, min_trainable=min_trainable)
         self.n_frozen, self._acc, self._prev, self.history = 0, {}, {}, []
 
     def observe(self, step, units):
@@ -566,7 +557,6 @@ class Lora(Schedule):
                  train_head:bool|None=None, # train the head too (default: for classifiers, whose head is new; not for LM heads)
                 ):
         if r is not None and r < 1: raise ValueError(f"LoRA rank r must be at least 1, not {r}.")
-        super().__init__(r=r, alpha=alpha, dropout=dropout, target_modules=target_modules, train_head=train_head)
 
     def prepare(self, model):
         try: from peft import LoraConfig, get_peft_model

@@ -50,13 +50,9 @@ def test_targets_say_met_or_missed_from_the_figures():
 
 def test_loops_side_by_side_on_a_tiny_model(tmp_path):
     "compare_loops runs Trainer (full, LoRA, LiftCallback) and lift-nb train (full, lora, lift) on the same data and pairs them."
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
     from lift_nb.bench import compare_loops, loops_table
-    words = 'good great fine bad awful poor the film was a very plot'.split()
-    wl = Tokenizer(models.WordLevel(unk_token='[UNK]')); wl.pre_tokenizer = pre_tokenizers.Whitespace()
-    wl.train_from_iterator([' '.join(words)], trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]']))
-    PreTrainedTokenizerFast(tokenizer_object=wl, pad_token='[PAD]', unk_token='[UNK]').save_pretrained(tmp_path / 'bert')
+    from lift_nb.data import word_tokenizer
+    word_tokenizer('good great fine bad awful poor the film was a very plot'.split()).save_pretrained(tmp_path / 'bert')
     tiny_model('bert', 'classification', n_layers=2, vocab=32).save_pretrained(tmp_path / 'bert')
     r = compare_loops(str(tmp_path / 'bert'), steps=2, batch_size=4, seq_len=16, rounds=1, threads=1, progress=False)
     assert list(r['ms_per_step']) == ['Trainer full', 'Trainer + peft LoRA', 'Trainer + LiftCallback', 'lift-nb train --method full',

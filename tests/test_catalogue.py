@@ -24,12 +24,9 @@ WORDS = 'good great fine bad awful poor the film was a very plot'.split()
 @pytest.fixture(scope='module')
 def work(tmp_path_factory):
     "A tiny BERT classifier, a tiny GPT-2 LM and a word-level tokenizer in folders; small data files."
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from lift_nb.data import word_tokenizer
     d = tmp_path_factory.mktemp('cat')
-    tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([' '.join(WORDS)], trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]', '[CLS]', '[SEP]']))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token='[PAD]', unk_token='[UNK]')
+    fast = word_tokenizer(WORDS)
     for name, mt, task in (('bert', 'bert', 'classification'), ('gpt2', 'gpt2', 'causal-lm')):
         fast.save_pretrained(d / name)
         tiny_model(mt, task, n_layers=2, vocab=32).save_pretrained(d / name)

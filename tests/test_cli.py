@@ -18,12 +18,9 @@ POS, NEG, FILL = 'good great fine'.split(), 'bad awful poor'.split(), 'the film 
 
 @pytest.fixture(scope='module')
 def work(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from lift_nb.data import word_tokenizer
     d = tmp_path_factory.mktemp('work')
-    tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([' '.join(POS + NEG + FILL)], trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]']))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]')  # no pad token: the command must set one
+    fast = word_tokenizer(POS + NEG + FILL, specials=('[PAD]', '[UNK]'), pad_token=None)  # no pad token: the command must set one
     for name, mt, task in (('bert', 'bert', 'classification'), ('gpt2', 'gpt2', 'classification'), ('gpt2lm', 'gpt2', 'causal-lm')):
         fast.save_pretrained(d / name)
         m = tiny_model(mt, task, n_layers=2, vocab=16)

@@ -261,12 +261,8 @@ ENGINE_ENV = {'ddp': {}, 'fsdp2': dict(FSDP2, FSDP_TRANSFORMER_CLS_TO_WRAP='Bert
 @pytest.mark.parametrize('engine,method', [('ddp', 'lift'), ('fsdp2', 'lift'), ('fsdp2', 'lora'), ('zero2', 'lora'),
                                            ('zero3', 'freeze-bottom'), ('zero3', 'lora')])
 def test_cli_train_under_torchrun_writes_once(tmp_path, engine, method):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    words = 'the film was good bad fine awful plot'.split()
-    tok = Tokenizer(models.WordLevel(unk_token='[UNK]')); tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([' '.join(words)], trainers.WordLevelTrainer(special_tokens=['[PAD]', '[UNK]']))
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]', pad_token='[PAD]').save_pretrained(tmp_path / 'm')
+    from lift_nb.data import word_tokenizer
+    word_tokenizer('the film was good bad fine awful plot'.split(), specials=('[PAD]', '[UNK]')).save_pretrained(tmp_path / 'm')
     if engine.startswith('zero'): pytest.importorskip('deepspeed')
     tiny_model('bert', 'classification', n_layers=2, vocab=16).save_pretrained(tmp_path / 'm')
     with open(tmp_path / 'train.csv', 'w') as f:

@@ -14,7 +14,7 @@ from .blocks import BUILTIN_MODELS, find_units, is_classifier, load_model
 from .data import random_batches, random_examples
 from .freeze import FreezeEngine, model_loss
 from .machine import autocast_for, frozen_dtype_for, machine_info, resolve_precision
-from .schedule import Schedule, canonical_method, make_schedule
+from .schedule import LiftPaper, Schedule, canonical_method, make_schedule
 from .train import batch_at, run_steps
 
 # %% auto #0
@@ -70,7 +70,7 @@ def head_share(model:torch.nn.Module, # the model
 def _bench_schedule(method)->Schedule:
     "A configured `Schedule` as it is; a name with its defaults, except LIFT: front to end, grouped (the paper's setting)."
     if not isinstance(method, str): return method
-    if canonical_method(method) == 'lift': return make_schedule('lift', schedule='front2end', policy='grouped')
+    if canonical_method(method) == 'lift': return make_schedule('lift', **LiftPaper.preset)
     return make_schedule(method)
 
 def _fresh(model):

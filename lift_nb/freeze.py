@@ -5,9 +5,6 @@
 # %% ../nbs/02_freeze.ipynb #25ec1efb
 from __future__ import annotations
 
-import copy
-from collections import deque
-
 import torch
 from torch import nn
 

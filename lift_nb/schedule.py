@@ -298,7 +298,7 @@ def register_preset(name:str, # the new method's name
     if bad: raise TypeError(f"{base} has no option {', '.join(map(repr, bad))}; its options are: {', '.join(schedule_options(base))}.")
     def __init__(self, **options): parent.__init__(self, **{**defaults, **options})
     __init__.__signature__ = sig.replace(parameters=[p.replace(default=defaults.get(k, p.default)) for k, p in sig.parameters.items()])
-    cls = type(''.join(w.capitalize() for w in re.split(r'[-_]', name)), (parent,), dict(__init__=__init__, __doc__=doc or f"{base} with {defaults}"))
+    cls = type(''.join(w.capitalize() for w in re.split(r'[-_]', name)), (parent,), dict(__init__=__init__, __doc__=doc or f"{base} with {defaults}", preset=dict(defaults)))
     return register_schedule(name, aliases)(cls)
 
 LiftPaper = register_preset('lift-paper', 'lift', "LIFT as the paper runs it: every block once, front to end, floor(t/N) steps each (grouped).",

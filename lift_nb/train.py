@@ -24,7 +24,7 @@ from .blocks import find_units, is_classifier, max_positions
 from .cache import PrefixCache, prefix_eval
 from .data import collate, random_batch, task_metrics
 from .distributed import BlockSync, final_weights, gather_full, load_full_state, make_accelerator, prepare_training, shard_like
-from .freeze import FreezeEngine, model_loss
+from .freeze import model_loss
 from .machine import autocast_for, machine_info, resolve_precision  # autocast_for: defined in the machine room, importable from here as before
 from .memory import Breakdown, MemoryMeasurement, StepProfiler
 from .schedule import Schedule, as_schedule
@@ -651,7 +651,7 @@ def run_demo(steps:int=48, # optimizer steps per method
     import torch
     from lift_nb.blocks import tiny_model
     from lift_nb.data import markov_sequences
-    from lift_nb.schedule import canonical_method, make_schedule
+    from lift_nb.schedule import LiftPaper, canonical_method, make_schedule
     train = markov_sequences(steps * batch_size, seq_len, vocab, seed=seed)
     valid = markov_sequences(64, seq_len, vocab, seed=seed + 100, chain_seed=seed)
     results = []
@@ -662,7 +662,7 @@ def run_demo(steps:int=48, # optimizer steps per method
                                     f"batch {batch_size} x {seq_len} tokens, {steps} AdamW steps per method, "
                                     f"{torch.get_num_threads()} threads; loss floor ln(4) = 1.386")
         # nothing here is pretrained: LIFT runs the paper's order (bottom up) and trains the random head too (see `Lift`)
-        lift = make_schedule('lift', schedule='front2end', policy='grouped', train_head=True)
+        lift = make_schedule('lift', **LiftPaper.preset, train_head=True)
         sched = lift if isinstance(method, str) and canonical_method(method) == 'lift' else method
         r = run_steps(model, sched, train, steps, batch_size, lr, progress=progress)
         results.append(dict(method=method, step_s=r['step_s'], memory=r['memory'], losses=r['history']['loss'],

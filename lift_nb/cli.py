@@ -123,6 +123,13 @@ def _number(kind, low:str):
 _POS_INT, _NONNEG_INT = _number(int, 'positive'), _number(int, 'non-negative')
 _POS_FLOAT, _NONNEG_FLOAT = _number(float, 'above0'), _number(float, 'non-negative')
 
+def _bool(text:str)->bool:
+    "An argparse type for `--flag true|false` (TRL's and HfArgumentParser's spelling)."
+    t = text.strip().lower()
+    if t in ('true', 'yes', '1'): return True
+    if t in ('false', 'no', '0'): return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
 _HELP = dict(demo='full fine-tuning vs LIFT on a GPT-2 built from a config and a generated task',
              methods='list the methods (schedules) and their options',
              memory='predict (and with --measure, measure) the memory of fine-tuning a model with a method',
@@ -204,6 +211,16 @@ def _add_train_args(t):
     t.add_argument('--text_column', default='text', help='the text column (default: text)')
     t.add_argument('--text_pair_column', default=None, help='a second text column, for sentence pairs')
     t.add_argument('--label_column', default=None, help='the label column; omit it for causal-LM fine-tuning')
+    t.add_argument('--prompt_column', default='prompt', help="instruction data (TRL's formats): the prompt column (default: prompt)")
+    t.add_argument('--completion_column', default='completion', help='instruction data: the completion column (default: completion)')
+    t.add_argument('--messages_column', default='messages',
+                   help='instruction data: the conversation column, a list of {"role", "content"} messages (default: messages)')
+    t.add_argument('--chat_template', default=None, metavar='FILE',
+                   help="a Jinja chat template to render conversations with, or 'chatml' (default: the tokenizer's)")
+    t.add_argument('--completion_only_loss', type=_bool, default=None, metavar='{true,false}',
+                   help='the loss on completions and assistant turns only (default: true for prompt-completion and conversational data)')
+    t.add_argument('--packing', action='store_true', help='pack short causal-LM examples, whole, into sequences of --max_seq_length tokens '
+                                                          '(attention kept within each example; said plainly where a model cannot)')
     t.add_argument('--problem_type', choices=('single_label_classification', 'regression'), default=None,
                    help='what the labels are (default: inferred, as run_glue.py does: numbers with a fraction are a regression '
                         'score, whole numbers and names are classes)')
@@ -217,6 +234,8 @@ def _add_train_args(t):
     t.add_argument('--warmup_steps', type=_NONNEG_INT, default=0, help='linear warmup steps (default: 0)')
     t.add_argument('--warmup_restart', action='store_true', help='restart the warmup at every block switch')
     t.add_argument('--max_seq_length', type=_POS_INT, default=128, help='truncate examples to this many tokens (default: 128)')
+    t.add_argument('--gradient_checkpointing', action='store_true',
+                   help="recompute the trained blocks' activations in backward: less memory, more compute (the frozen prefix is not recomputed)")
     t.add_argument('--eval_steps', type=_POS_INT, default=None, help='evaluate every n steps (and at the end)')
     t.add_argument('--save_steps', type=_POS_INT, default=None, help='checkpoint every n steps')
     t.add_argument('--save_total_limit', type=_POS_INT, default=None, help='keep only the newest n checkpoints (default: all)')
@@ -280,20 +299,41 @@ def _train_data(args)->tuple:
     else:
         train = read_table(args.train_file)
         valid = read_table(args.validation_file) if args.validation_file else None
-    labels = None
+    labels, args.sft_format = None, None
     if args.label_column:
         labels = infer_labels(train, args.label_column, None if args.problem_type is None else args.problem_type == 'regression')
         if valid is not None: labels.encode(valid)  # an unseen class or a missing label: refused now, not after training
+        for flag in ('packing', 'completion_only_loss', 'chat_template'):
+            if getattr(args, flag) not in (None, False): raise ValueError(f"--{flag} is for causal-LM fine-tuning: drop it or --label_column.")
     elif args.problem_type: raise ValueError("--problem_type needs --label_column (without labels, lift-nb train fine-tunes a causal LM).")
+    else:  # a causal LM: plain text, or instruction data in one of TRL's formats
+        from lift_nb.instruct import check_sft_table, sft_format
+        args.sft_format = sft_format(train, args.text_column, args.prompt_column, args.completion_column, args.messages_column)
+        for tbl in (train, valid):
+            if tbl is not None: check_sft_table(tbl, args.sft_format, _sft_columns(args))
+        return train, valid, labels
     for tbl in (train, valid):
         if tbl is None: continue
         texts(tbl, args.text_column)
         if args.text_pair_column: texts(tbl, args.text_pair_column, 'text pair')
     return train, valid, labels
 
-def _examples(args, table, labels, tok)->list:
+def _sft_columns(args)->dict:
+    return dict(text=args.text_column, prompt=args.prompt_column, completion=args.completion_column, messages=args.messages_column)
+
+def _examples(args, table, labels, tok, split:str='train')->list:
     "The tokenized examples of a checked `Table` (segment ids and masks kept), with class ids or regression targets."
     from lift_nb.data import texts, tokenize
+    if labels is None and (args.sft_format != 'language_modeling' or args.packing):  # instruction data, or packed text
+        from lift_nb.instruct import pack_examples, sft_examples
+        d = sft_examples(table, tok, args.sft_format, args.max_seq_length, args.completion_only_loss, args.chat_template,
+                         **{f'{k}_column': v for k, v in _sft_columns(args).items()})
+        if args.packing: d.examples, d.packed = pack_examples(d.examples, args.max_seq_length, args.seed), True
+        print(f"{split} ({os.path.basename(table.path)}): {d.summary()}", flush=True)
+        args.sft_report = dict(args.sft_report or {}, **{split: dict(
+            format=d.format, completion_only_loss=d.completion_only_loss, packed=d.packed, examples_truncated=d.truncated,
+            examples_without_completion=len(d.dropped))})
+        return d.examples
     pairs = texts(table, args.text_pair_column, 'text pair') if args.text_pair_column else None
     return tokenize(tok, texts(table, args.text_column), pairs, args.max_seq_length, labels.encode(table) if labels else None)
 
@@ -329,8 +369,15 @@ def _train_command(args)->dict:
     if labels and labels.kind == 'classification':
         model.config.label2id, model.config.id2label = labels.label2id, {i: l for l, i in labels.label2id.items()}
     if len(tok) > model.config.vocab_size: raise ValueError(f"The tokenizer has {len(tok)} tokens, the model's embedding {model.config.vocab_size}.")
+    args.sft_report, use_cache = None, getattr(model.config, 'use_cache', None)  # packing and checkpointing train without the cache
+    if args.packing:  # attention within each packed example needs the model to run without a key-value cache
+        from lift_nb.instruct import packing_isolates
+        model.config.use_cache = False
+        if not packing_isolates(model):
+            print(f"--packing: {type(model).__name__} does not keep attention within each packed example (its masks ignore the "
+                  "position ids): tokens attend to the examples packed before them.", file=sys.stderr, flush=True)
     train_ex = _examples(args, train_tbl, labels, tok)
-    valid_ex = _examples(args, valid_tbl, labels, tok) if valid_tbl is not None else None
+    valid_ex = _examples(args, valid_tbl, labels, tok, 'validation') if valid_tbl is not None else None
     bs, acc = args.per_device_train_batch_size, args.gradient_accumulation_steps
     steps = args.max_steps or max(1, math.ceil(args.num_train_epochs * len(train_ex) / (bs * acc)))
     targs = TrainArgs(max_steps=steps, learning_rate=args.learning_rate, batch_size=bs, grad_accum=acc,
@@ -339,7 +386,8 @@ def _train_command(args)->dict:
                       save_total_limit=args.save_total_limit, logging_steps=args.logging_steps,
                       output_dir=args.output_dir, mixed_precision='bf16' if args.bf16 else 'fp16' if args.fp16 else 'no',
                       seed=args.seed, progress=not args.no_progress, frozen_dtype=args.frozen_dtype, cache_prefix=args.cache_prefix,
-                      cache_prefix_mib=args.cache_prefix_mib, cache_prefix_dtype=args.cache_prefix_dtype)
+                      cache_prefix_mib=args.cache_prefix_mib, cache_prefix_dtype=args.cache_prefix_dtype,
+                      gradient_checkpointing=args.gradient_checkpointing)
     trainer = LayerwiseTrainer(model, schedule, train_ex, targs, valid_ex, pad_id=tok.pad_token_id)
     try: metrics = trainer.fit(resume)
     except TrainingInterrupted as e:
@@ -349,6 +397,7 @@ def _train_command(args)->dict:
     if valid_ex is None:  # no validation file: report the loss on (up to 512) training examples, and say so
         metrics.update(trainer.evaluate(train_ex[:512])); metrics['eval_on'] = 'train'
     final, state = trainer.final_model()
+    if use_cache is not None: final.config.use_cache = use_cache  # the saved model generates with its cache, as loaded
     if not trainer.accelerator.is_main_process: return metrics  # under `accelerate launch`/torchrun: rank 0 writes and reports
     os.makedirs(args.output_dir, exist_ok=True)
     final.save_pretrained(args.output_dir, state_dict=state)
@@ -356,6 +405,7 @@ def _train_command(args)->dict:
     metrics.update(train_examples=len(train_ex), model=args.model_name_or_path, seed=args.seed,
                    task='causal-lm' if labels is None else labels.kind, labels=labels.names if labels else None,
                    resumed_from=resume)
+    if args.sft_report: metrics.update(instruction_data=args.sft_report)
     if args.task_name:  # the metric the task is reported with, named as the key that holds it
         from lift_nb.data import glue_task
         metrics.update(task_name=args.task_name, task_metric=f"eval_{glue_task(args.task_name).metric}")

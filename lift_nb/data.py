@@ -18,15 +18,15 @@ import torch
 from .blocks import is_classifier, max_positions
 
 # %% auto #0
-__all__ = ['EXTENSIONS', 'GLUE_TASKS', 'DataError', 'Table', 'read_table', 'texts', 'LabelSpec', 'infer_labels', 'tokenize',
-           'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file', 'glue_table', 'markov_sequences',
-           'random_batches', 'random_batch', 'random_examples', 'word_tokenizer']
+__all__ = ['EXTENSIONS', 'GLUE_TASKS', 'DataError', 'rows_text', 'Table', 'read_table', 'is_missing', 'texts', 'LabelSpec',
+           'infer_labels', 'tokenize', 'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file',
+           'glue_table', 'markov_sequences', 'random_batches', 'random_batch', 'random_examples', 'word_tokenizer']
 
 # %% ../nbs/05_data.ipynb #b498c5af
 class DataError(ValueError):
     "A problem with the user's data: the message names the file, the column and the first offending rows."
 
-def _rows_text(rows:list, n:int, # offending line numbers; how many rows the column has
+def rows_text(rows:list, n:int, # offending line numbers; how many rows the column has
               )->str:
     "'lines 3, 7 and 9 (3 of 120)', at most five listed."
     shown = ', '.join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else '')
@@ -125,7 +125,9 @@ def read_table(path:str, # a .csv, .tsv, .json, .jsonl or .txt file
     return Table(str(path), cols, [{c: r.get(c) for c in cols} for r in rows], lines)
 
 # %% ../nbs/05_data.ipynb #bdb39160
-def _missing(v)->bool: return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
+def is_missing(v)->bool:
+    "Whether a cell is empty: None, blank text or NaN."
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
 
 def _column(table:Table, name:str, what:str)->list:
     "The values of column `name`; a missing column, or missing cells, refused with the lines."
@@ -133,8 +135,8 @@ def _column(table:Table, name:str, what:str)->list:
         raise DataError(f"{table.path}: no {what} column {name!r} (columns: {', '.join(table.columns)}); "
                         f"name it with --{what.replace(' ', '_')}_column.")
     vals = [r[name] for r in table.rows]
-    bad = [table.lines[i] for i, v in enumerate(vals) if _missing(v)]
-    if bad: raise DataError(f"{table.path}: column {name!r} is empty or null on {_rows_text(bad, len(vals))}: fill or drop those rows.")
+    bad = [table.lines[i] for i, v in enumerate(vals) if is_missing(v)]
+    if bad: raise DataError(f"{table.path}: column {name!r} is empty or null on {rows_text(bad, len(vals))}: fill or drop those rows.")
     return vals
 
 def texts(table:Table, # the data
@@ -144,7 +146,7 @@ def texts(table:Table, # the data
     "The texts of `column`, as strings; a missing column or an empty cell is refused."
     vals = _column(table, column, what)
     bad = [table.lines[i] for i, v in enumerate(vals) if not isinstance(v, (str, int, float))]
-    if bad: raise DataError(f"{table.path}: column {column!r} holds lists or objects, not text, on {_rows_text(bad, len(vals))}.")
+    if bad: raise DataError(f"{table.path}: column {column!r} holds lists or objects, not text, on {rows_text(bad, len(vals))}.")
     return [str(v) for v in vals]
 
 # %% ../nbs/05_data.ipynb #a3d0b863
@@ -185,7 +187,7 @@ class LabelSpec:
         vals = _column(table, column, 'label')
         if self.kind == 'regression':
             bad = [table.lines[i] for i, v in enumerate(vals) if _kind(v) == 'text']
-            if bad: raise DataError(f"{table.path}: label column {column!r} is a regression score, but {_rows_text(bad, len(vals))} "
+            if bad: raise DataError(f"{table.path}: label column {column!r} is a regression score, but {rows_text(bad, len(vals))} "
                                     f"{'hold' if len(bad) > 1 else 'holds'} text.")
             return [float(v) for v in vals]
         ids, unseen = self.label2id, {}
@@ -215,10 +217,10 @@ def infer_labels(table:Table, # the training data
         few, many = (text, nums) if len(text) <= len(nums) else (nums, text)
         raise DataError(f"{table.path}: label column {column!r} mixes numbers and names "
                         f"(e.g. {vals[table.lines.index(many[0])]!r} and {vals[table.lines.index(few[0])]!r}): "
-                        f"the minority is on {_rows_text(few, len(vals))}; use one kind of label.")
+                        f"the minority is on {rows_text(few, len(vals))}; use one kind of label.")
     is_reg = 'float' in kinds if regression is None else regression
     if is_reg:
-        if text: raise DataError(f"{table.path}: regression needs numeric labels; column {column!r} holds names on {_rows_text(text, len(vals))}.")
+        if text: raise DataError(f"{table.path}: regression needs numeric labels; column {column!r} holds names on {rows_text(text, len(vals))}.")
         return LabelSpec('regression', [], column)
     names = sorted({_key(v) for v in vals}, key=lambda k: (float(k), k) if not text else (0, k))
     if len(names) < 2: raise DataError(f"{table.path}: label column {column!r} has one class only ({names[0]!r}): a classifier needs two or more.")
@@ -242,9 +244,10 @@ def tokenize(tok, # a Hugging Face tokenizer
 # %% ../nbs/05_data.ipynb #d78f50f0
 def collate(examples:list, # dicts with 'input_ids' (lists or tensors), optional 'attention_mask'/'token_type_ids', 'labels' for a classifier
             pad_id:int=0, # the padding token id
-            causal_lm:bool=True, # labels are the input ids (padding masked with -100)
+            causal_lm:bool=True, # labels are the input ids (padding masked with -100), or each example's own token labels
            )->dict:
     "Pad tokenized examples into a batch; masks and segment ids padded with 0; labels as the task needs them."
+    packed = 'position_ids' in examples[0]  # packed examples (`pack_examples`): positions restart per example, no attention mask
     ids = [torch.as_tensor(e['input_ids']) for e in examples]
     n = max(len(x) for x in ids)
     batch = torch.full((len(ids), n), pad_id, dtype=torch.long)
@@ -257,11 +260,18 @@ def collate(examples:list, # dicts with 'input_ids' (lists or tensors), optional
         tt = torch.zeros((len(ids), n), dtype=torch.long)
         for i, e in enumerate(examples): tt[i, :len(ids[i])] = torch.as_tensor(e['token_type_ids'])
         out['token_type_ids'] = tt
-    if causal_lm: out['labels'] = batch.masked_fill(out['attention_mask'] == 0, -100)
+    if packed:  # the padding a sequence of its own (positions from 0); without a mask the model finds the examples from the positions
+        pos = torch.stack([torch.cat([torch.as_tensor(e['position_ids']), torch.arange(n - len(x))]) for e, x in zip(examples, ids)])
+        out['position_ids'] = pos
+    if causal_lm and 'labels' in examples[0]:  # token labels of one's own (-100: not in the loss), padding masked
+        out['labels'] = torch.full((len(ids), n), -100, dtype=torch.long)
+        for i, e in enumerate(examples): out['labels'][i, :len(ids[i])] = torch.as_tensor(e['labels'])
+    elif causal_lm: out['labels'] = batch.masked_fill(out['attention_mask'] == 0, -100)
     else:
         ys = [e['labels'] for e in examples]
         floats = any(isinstance(y, float) or (torch.is_tensor(y) and y.is_floating_point()) for y in ys)
         out['labels'] = torch.as_tensor([float(y) for y in ys]) if floats else torch.as_tensor([int(y) for y in ys])
+    if packed: del out['attention_mask']
     return out
 
 # %% ../nbs/05_data.ipynb #3991eac2

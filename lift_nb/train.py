@@ -79,6 +79,7 @@ class TrainArgs:
     cache_prefix:bool = False # store what the frozen prefix computes per training example and skip it on later epochs (`PrefixCache`; implies prefix_eval)
     cache_prefix_mib:float = 1024 # the prefix cache's memory budget
     cache_prefix_dtype:str = 'fp32' # the prefix cache's storage: 'fp32' or 'bf16'
+    gradient_checkpointing:bool = False # recompute the trainable blocks' activations in backward (less memory, more compute; the frozen prefix is never recomputed)
     prefix_eval:bool = False # run the frozen prefix in eval mode (no dropout), as the prefix cache does
 
     def __post_init__(self):
@@ -206,6 +207,16 @@ def _check_callbacks(callbacks)->list:
                                  "(A transformers TrainerCallback such as LiftCallback goes to a Hugging Face Trainer.)")
     return list(callbacks)
 
+def _checkpoint(model):
+    "Gradient (activation) checkpointing on a Hugging Face model, without its key-value cache; refused for a model that has none."
+    if not getattr(model, 'supports_gradient_checkpointing', False):
+        raise ValueError(f"{type(model).__name__} does not support gradient checkpointing: drop --gradient_checkpointing.")
+    enable = getattr(model, 'activation_checkpointing_enable', None) or model.gradient_checkpointing_enable  # transformers 5 / 4
+    kw = 'activation_checkpointing_kwargs' if enable.__name__.startswith('activation') else 'gradient_checkpointing_kwargs'
+    enable(**{kw: dict(use_reentrant=False)})
+    if hasattr(model.config, 'use_cache'): model.config.use_cache = False
+
+
 # %% ../nbs/09_train.ipynb #ad0de3e2
 class LayerwiseTrainer:
     "An accelerate training loop driven by a schedule, with the engine's backward truncation, evaluation and exact resume."
@@ -231,6 +242,7 @@ class LayerwiseTrainer:
         self.sync, self.loss_fn = BlockSync(self.accelerator), loss_fn
         torch.manual_seed(args.seed + self.accelerator.process_index); random.seed(args.seed)  # dropout differs per process
         self.model = self.schedule.prepare(model)
+        if args.gradient_checkpointing: _checkpoint(self.units_model())
         self.causal_lm = not is_classifier(self.units_model())
         self.regression = not self.causal_lm and getattr(self.units_model().config, 'num_labels', 2) == 1  # one output: MSE, as HF does
         self.pad_id = pad_id if pad_id is not None else (getattr(getattr(model, 'config', None), 'pad_token_id', None) or 0)
@@ -358,6 +370,14 @@ class LayerwiseTrainer:
             if not self.regression: p, y = p.long(), y.long()
             m.update({f'eval_{k}': v for k, v in task_metrics(p, y, self.regression).items()})
         m['eval_samples'] = int(n)
+        return m
+
+    def _evaluates(self)->bool: return self.eval_data is not None or any(hasattr(cb, 'on_evaluate') for cb in self.callbacks)
+
+    def _evaluate_all(self)->dict:
+        "The eval data's loss and metrics (if there is eval data), then `on_evaluate`: a callback adds its own (a QA benchmark's `eval_acc`)."
+        m = self.evaluate() if self.eval_data is not None else {}
+        self._event('on_evaluate', m)
         return m
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -493,8 +513,8 @@ class LayerwiseTrainer:
         if a.logging_steps and self.step % a.logging_steps == 0 and bar.disable and self.accelerator.is_main_process:
             print(f"step {self.step}/{a.max_steps}: loss {log['loss']:.4f}, lr {log['lr']:.3g}, active {','.join(log['active'])}, "
                   f"{log.get('step_s', 0)*1e3:.0f} ms", flush=True)
-        if a.eval_every and self.eval_data is not None and self.step % a.eval_every == 0 and self.step < a.max_steps:
-            m = self.evaluate(); m['step'] = self.step; self._record(m, log_file); self._event('on_evaluate', m)
+        if a.eval_every and self._evaluates() and self.step % a.eval_every == 0 and self.step < a.max_steps:
+            m = self._evaluate_all(); m['step'] = self.step; self._record(m, log_file)
         if a.save_every and self.step % a.save_every == 0: self.save()
         if isinstance(stop, _Interrupt) and self.sync.mean(float(stop.signal is not None)) > 0:  # every process stops together
             bar.close()
@@ -532,8 +552,8 @@ class LayerwiseTrainer:
                 if hasattr(cb, '__exit__'): held.enter_context(cb)
             for step in bar: self._after_step(self.train_step(step), log_file, bar, stop)
         metrics = self._metrics(first, time.perf_counter() - t_start, time.process_time() - c_start)
-        if self.eval_data is not None:
-            m = self.evaluate(); metrics.update(m); self._record(dict(m, step=self.step), log_file)
+        if self._evaluates():
+            m = self._evaluate_all(); metrics.update(m); self._record(dict(m, step=self.step), log_file)
         self._event('on_train_end', metrics)
         return metrics
 

@@ -126,3 +126,31 @@ def test_profiler_is_a_callback_that_fills_the_log_and_cleans_up():
     x = torch.ones(3, requires_grad=True)
     with SavedBytes(torch.nn.Linear(1, 1)) as sb: (x * x).sum()
     assert sb.total == 12  # a fresh count: no hook of the failed run left registered
+
+
+def test_gradient_checkpointing_in_the_trainer_keeps_losses_and_truncation():
+    "TrainArgs(gradient_checkpointing=True): LIFT on a decoder trains to the same losses, with less memory, and the backward still stops at the block."
+    from lift_nb.checker import trace_backward
+    from lift_nb.data import collate, random_examples
+    runs = {}
+    for gc in (False, True):
+        model = tiny_model('llama', n_layers=3)
+        ex = random_examples(model, 32, 16, seed=0)
+        t = LayerwiseTrainer(model, 'lift', ex, TrainArgs(max_steps=6, batch_size=4, progress=False, gradient_checkpointing=gc))
+        m = t.fit()
+        if gc:
+            assert model.model.gradient_checkpointing and model.config.use_cache is False
+            t.engine.activate(1)
+            tr = trace_backward(model, collate(ex[:4]), t.units, active=t.engine.active)
+            assert not tr.reaches_below and tr.leaks == [], tr
+        t.close()
+        runs[gc] = ([h['loss'] for h in t.history if 'loss' in h], m['peak_memory_bytes'])
+    assert runs[True][0] == pytest.approx(runs[False][0], abs=1e-5)
+    assert runs[True][1] < runs[False][1]
+
+
+def test_gradient_checkpointing_refused_where_unsupported():
+    class NoCkpt(torch.nn.Module):
+        supports_gradient_checkpointing = False
+    from lift_nb.train import _checkpoint
+    with pytest.raises(ValueError, match='drop --gradient_checkpointing'): _checkpoint(NoCkpt())

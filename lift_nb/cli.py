@@ -134,7 +134,8 @@ _HELP = dict(demo='full fine-tuning vs LIFT on a GPT-2 built from a config and a
              methods='list the methods (schedules) and their options',
              memory='predict (and with --measure, measure) the memory of fine-tuning a model with a method',
              bench='benchmark methods side by side: step time, ratio to full fine-tuning, tokens/s, memory',
-             train='fine-tune a model on a csv/tsv/json(l)/txt file with a method (flags as in the HF example scripts)')
+             train='fine-tune a model on a csv/tsv/json(l)/txt file with a method (flags as in the HF example scripts)',
+             eval='score a causal LM on multiple-choice (acc, acc_norm, as lm-evaluation-harness) or exact-match QA from a jsonl file')
 
 def _parser(full:bool=True, # False: a fast first pass (no method option flags, no room imported) that catches most argument errors
             only:str|None=None, # with `full`: give full flags to this command alone (the others' would import rooms for nothing)
@@ -178,7 +179,37 @@ def _parser(full:bool=True, # False: a fast first pass (no method option flags, 
                                    'OUTPUT_DIR/history.jsonl and the model.')
     _add_train_args(t)
     add_method_args(t, default='lift', options=full)
+    _add_eval_args(sub.add_parser('eval', help=_HELP['eval'], **kw,
+                                  description='Score a causal LM on a local jsonl benchmark by log-likelihood (multiple_choice: '
+                                              'acc, acc_norm, acc_bytes, as lm-evaluation-harness scores PIQA, HellaSwag, SciQ, '
+                                              'OpenBookQA) or by greedy generation (exact_match, WebQs-style).'))
     return p
+
+_QA_TASKS = ('multiple_choice', 'exact_match')
+
+def _add_eval_args(e):
+    e.add_argument('--model_name_or_path', required=True, help='a local folder (an output_dir of lift-nb train) or a hub id')
+    e.add_argument('--tokenizer_name', default=None, help="tokenizer folder or hub id (default: the model's)")
+    e.add_argument('--task', choices=_QA_TASKS, required=True,
+                   help='multiple_choice: each line {"context", "choices", "label"}; exact_match: each line {"question", "answers"}')
+    e.add_argument('--data_file', required=True, help='the benchmark: a .jsonl file (or a .json list)')
+    e.add_argument('--batch_size', type=_POS_INT, default=8, help='requests per forward pass (default: 8)')
+    _add_qa_args(e, '')
+    e.add_argument('--threads', type=_POS_INT, default=None, help="torch threads (default: torch's choice)")
+    e.add_argument('--no_progress', action='store_true', help='no progress bar')
+    e.add_argument('--json', metavar='PATH', help='also write the figures as JSON to PATH')
+
+def _add_qa_args(p, prefix:str):
+    "The options of a QA task, for `eval` and (prefixed `eval_task_`) for `train`."
+    p.add_argument(f'--{prefix}prompt_template', default='Question: {question}\nAnswer:',
+                   help="exact_match: the prompt, with {question} and {context} (default: 'Question: {question}\\nAnswer:')")
+    p.add_argument(f'--{prefix}stop', default='\n', help="exact_match: where a generated answer ends (default: a newline)")
+    p.add_argument(f'--{prefix}max_new_tokens', type=_POS_INT, default=16, help='exact_match: the most tokens an answer takes (default: 16)')
+
+def _qa_options(args, task:str, prefix:str='')->dict:
+    if task == 'multiple_choice': return {}
+    g = lambda k: getattr(args, prefix + k)
+    return dict(prompt_template=g('prompt_template').replace('\\n', '\n'), stop=g('stop').replace('\\n', '\n'), max_new_tokens=g('max_new_tokens'))
 
 def _add_memory_args(m):
     from lift_nb.blocks import BUILTIN_MODELS
@@ -237,6 +268,11 @@ def _add_train_args(t):
     t.add_argument('--gradient_checkpointing', action='store_true',
                    help="recompute the trained blocks' activations in backward: less memory, more compute (the frozen prefix is not recomputed)")
     t.add_argument('--eval_steps', type=_POS_INT, default=None, help='evaluate every n steps (and at the end)')
+    t.add_argument('--eval_task', choices=_QA_TASKS, default=None,
+                   help='also score a causal LM on a QA benchmark at each evaluation (eval_acc, eval_acc_norm, eval_acc_bytes; '
+                        'or eval_exact_match), alongside eval_loss; see `lift-nb eval`')
+    t.add_argument('--eval_task_file', default=None, help="the --eval_task benchmark (a .jsonl file, as `lift-nb eval --data_file`)")
+    _add_qa_args(t, 'eval_task_')
     t.add_argument('--save_steps', type=_POS_INT, default=None, help='checkpoint every n steps')
     t.add_argument('--save_total_limit', type=_POS_INT, default=None, help='keep only the newest n checkpoints (default: all)')
     t.add_argument('--logging_steps', type=_POS_INT, default=None, help='print a log line every n steps when there is no progress bar '
@@ -351,7 +387,9 @@ def _train_command(args)->dict:
     if args.fp16 and not torch.cuda.is_available():
         raise ValueError("--fp16 needs a CUDA GPU and none is here: drop it (fp32), or use --bf16.")
     hub_dev = args.task_name and not args.train_file  # a GLUE task from the hub comes with its dev split
-    if args.eval_steps and not (args.validation_file or hub_dev): raise ValueError("--eval_steps needs --validation_file.")
+    if bool(args.eval_task) != bool(args.eval_task_file): raise ValueError("--eval_task and --eval_task_file go together: give both.")
+    if args.eval_steps and not (args.validation_file or hub_dev or args.eval_task):
+        raise ValueError("--eval_steps needs --validation_file (or --eval_task).")
     if args.save_total_limit and not args.save_steps: raise ValueError("--save_total_limit needs --save_steps (no checkpoints are written without it).")
     schedule = schedule_from_args(args)  # a wrong method option: refused before any file is read
     _task_columns(args)
@@ -388,7 +426,12 @@ def _train_command(args)->dict:
                       seed=args.seed, progress=not args.no_progress, frozen_dtype=args.frozen_dtype, cache_prefix=args.cache_prefix,
                       cache_prefix_mib=args.cache_prefix_mib, cache_prefix_dtype=args.cache_prefix_dtype,
                       gradient_checkpointing=args.gradient_checkpointing)
-    trainer = LayerwiseTrainer(model, schedule, train_ex, targs, valid_ex, pad_id=tok.pad_token_id)
+    callbacks = []
+    if args.eval_task:
+        if labels is not None: raise ValueError("--eval_task scores a causal LM: drop it or --label_column.")
+        from lift_nb.qa import QAEvalCallback
+        callbacks.append(QAEvalCallback(tok, args.eval_task_file, args.eval_task, batch_size=bs, **_qa_options(args, args.eval_task, 'eval_task_')))
+    trainer = LayerwiseTrainer(model, schedule, train_ex, targs, valid_ex, pad_id=tok.pad_token_id, callbacks=callbacks)
     try: metrics = trainer.fit(resume)
     except TrainingInterrupted as e:
         if trainer.accelerator.is_main_process: print(str(e), file=sys.stderr, flush=True)
@@ -411,12 +454,32 @@ def _train_command(args)->dict:
         metrics.update(task_name=args.task_name, task_metric=f"eval_{glue_task(args.task_name).metric}")
     with open(os.path.join(args.output_dir, 'metrics.json'), 'w') as f: json.dump(metrics, f, indent=1, default=str)
     keys = ([metrics['task_metric']] if args.task_name else []) + [k for k in ('eval_accuracy', 'eval_f1', 'eval_matthews_correlation', 'eval_pearson', 'eval_spearmanr', 'eval_loss',
-                        'eval_perplexity', 'train_loss') if metrics.get(k) is not None and k != metrics.get('task_metric')]
+                        'eval_perplexity', 'eval_acc', 'eval_acc_norm', 'eval_exact_match', 'train_loss') if metrics.get(k) is not None and k != metrics.get('task_metric')]
     part = f"steps {metrics['first_step'] + 1}-{steps} of {steps} (resumed)" if metrics['first_step'] else f"{steps} steps"
     print(f"{schedule.name}: {part} in {metrics['train_runtime']:.1f} s ({metrics['train_steps_per_second']:.1f} steps/s); "
           + ', '.join(f"{k} {metrics[k]:.4g}" for k in keys))
     print(f"wrote {os.path.join(args.output_dir, 'metrics.json')} and the model")
     return metrics
+
+# %% ../nbs/12_cli.ipynb #20d3bb04
+def _eval_command(args)->dict:
+    "`lift-nb eval`: load a causal LM and its tokenizer, score it on a jsonl benchmark, print the figures."
+    from lift_nb.qa import QA_TASKS
+    read, score = QA_TASKS[args.task]
+    examples = read(args.data_file)  # bad data: refused before the model is loaded
+    import torch
+    if args.threads: torch.set_num_threads(args.threads)
+    from transformers import AutoTokenizer
+    from lift_nb.blocks import load_model
+    model = load_model(args.model_name_or_path, 'causal-lm')
+    try: tok = AutoTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
+    except (OSError, ValueError):
+        raise ValueError(f"No tokenizer for {args.tokenizer_name or args.model_name_or_path!r}: pass --tokenizer_name (a folder or hub id).") from None
+    res = score(model, tok, examples, batch_size=args.batch_size, progress=not args.no_progress, **_qa_options(args, args.task))
+    res = dict(res, task=args.task, data_file=args.data_file, model=args.model_name_or_path)
+    print(f"{args.task} on {os.path.basename(args.data_file)} ({res['n']} examples): "
+          + ', '.join(f"{k} {res[k]:.4f}" for k in ('acc', 'acc_norm', 'acc_bytes', 'exact_match') if k in res))
+    return res
 
 # %% ../nbs/12_cli.ipynb #5e45c4a5
 def _memory_command(args)->dict:
@@ -544,6 +607,9 @@ def main(argv:list|None=None)->int:
         elif args.command == 'train':
             _quiet_libraries()
             _train_command(args); return 0
+        elif args.command == 'eval':
+            _quiet_libraries()
+            res = _eval_command(args)
         else:
             _quiet_libraries()
             res = (bench_command if args.command == 'bench' else _memory_command)(args)

@@ -16,6 +16,7 @@ import torch
 
 from lift_nb.blocks import tiny_model
 from lift_nb.cli import main
+from cli_run import run
 
 LIFT_NB = str(Path(sys.executable).parent / 'lift-nb')
 WORDS = 'good great fine bad awful poor the film was a very plot'.split()
@@ -54,12 +55,6 @@ def base(work, out, *extra, model='bert', train='train.csv', label='label'):
     return args + (['--label_column', label] if label else []) + list(extra)
 
 
-def run(argv, capsys):
-    "main(argv) in this process: (exit code, stdout, stderr)."
-    try: rc = main(argv)
-    except SystemExit as e: rc = e.code
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def refused(argv, capsys, contains, untouched=()):

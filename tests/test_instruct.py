@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lift_nb.cli import main
+from cli_run import run
 
 NUMS = 'one two three four five six'.split()
 WORDS = 'what is plus the sky blue hello hi there yes no'.split() + NUMS
@@ -34,11 +34,6 @@ def work(tmp_path_factory):
     return d
 
 
-def run(argv, capsys):
-    try: rc = main(argv)
-    except SystemExit as e: rc = e.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def train(work, out, data, *extra):

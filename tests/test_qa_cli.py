@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from lift_nb.cli import main
+from cli_run import run
 from lift_nb.qa import byte_tokenizer, exact_match_eval, multiple_choice_eval
 
 WORDS = "the a cat sat on mat dog ran to Paris is capital of France Question where what Answer".split()
@@ -31,11 +31,6 @@ def work(tmp_path_factory):
     return d
 
 
-def run(argv, capsys):
-    try: rc = main(argv)
-    except SystemExit as e: rc = e.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def test_eval_multiple_choice_equals_python(work, tmp_path, capsys):

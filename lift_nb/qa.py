@@ -267,6 +267,7 @@ QA_TASKS = {'multiple_choice': (read_multiple_choice, multiple_choice_eval),
 
 class QAEvalCallback:
     "A `LayerwiseTrainer` callback: at each evaluation, the model's QA figures on `examples`, added to the evaluation's log."
+    evaluates = True  # it brings data of its own: the trainer evaluates (every eval_every steps, and at the end) even without eval data
     def __init__(self,
                  tok, # the model's tokenizer
                  examples, # a path or a list of dicts, as `read_multiple_choice` / `read_exact_match` read them

@@ -372,7 +372,7 @@ class LayerwiseTrainer:
         m['eval_samples'] = int(n)
         return m
 
-    def _evaluates(self)->bool: return self.eval_data is not None or any(hasattr(cb, 'on_evaluate') for cb in self.callbacks)
+    def _evaluates(self)->bool: return self.eval_data is not None or any(getattr(cb, 'evaluates', False) for cb in self.callbacks)  # a callback with data of its own
 
     def _evaluate_all(self)->dict:
         "The eval data's loss and metrics (if there is eval data), then `on_evaluate`: a callback adds its own (a QA benchmark's `eval_acc`)."

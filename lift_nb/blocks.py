@@ -19,13 +19,15 @@ __all__ = ['ARCHS', 'BUILTIN_MODELS', 'ArchSpec', 'register_arch', 'tiny_model',
 # %% ../nbs/01_blocks.ipynb #7e8b4d98
 @dataclass(frozen=True)
 class ArchSpec:
-    "What lift_nb knows of one architecture: where its units live (module paths relative to `model.base_model`), its tiny config, its LoRA defaults."
+    "What lift_nb knows of one architecture: where its units live (module paths relative to `model.base_model`), its tiny config, its LoRA defaults, its heads."
     blocks:str # path of the `nn.ModuleList` of transformer blocks
     embeddings:tuple = () # paths of the input-embedding modules; a trailing '?' marks an optional one
     final_norm:tuple = () # paths of the norm(s) after the last block; '?' marks an optional one
     parts:dict = field(default_factory=dict) # part name -> path inside one block (q, k, v, qkv, attn_out, attn_norm, ffn_gate, ffn_in, ffn_out, ffn_norm)
-    tiny:dict = field(default_factory=dict) # config keyword -> a size of `tiny_model` ('layers', 'hidden', 'heads', 'ffn', 'positions') or a function of them
+    tiny:dict = field(default_factory=dict) # config keyword -> a size of `tiny_model` ('layers', 'hidden', 'heads', 'ffn', 'positions'), a function of them, or a constant
     lora:dict = field(default_factory=lambda: dict(r=8, alpha=16)) # LoRA's defaults here (rank, alpha, peft's fan_in_fan_out)
+    tasks:tuple = ('causal-lm', 'classification') # the heads transformers has for it (encoders such as DeBERTa: no causal LM)
+    lm_config:dict = field(default_factory=dict) # config keywords a causal-LM head needs (BERT-style encoders: is_decoder=True)
 
 # %% ../nbs/01_blocks.ipynb #0aa09a4b
 _LLAMA_PARTS = dict(q='self_attn.q_proj', k='self_attn.k_proj', v='self_attn.v_proj', attn_out='self_attn.o_proj',
@@ -37,16 +39,20 @@ _BERT_PARTS = dict(q='attention.self.query', k='attention.self.key', v='attentio
 _BERT_TINY = dict(num_hidden_layers='layers', hidden_size='hidden', num_attention_heads='heads', intermediate_size='ffn',
                   max_position_embeddings='positions')  # the config keywords of BERT, LLaMA and most others
 _GQA_TINY = dict(_BERT_TINY, num_key_value_heads=lambda s: s['heads'] // 2)  # grouped-query attention: half as many KV heads
+_HEAD_DIM_TINY = dict(_GQA_TINY, head_dim=lambda s: s['hidden'] // s['heads'])  # Gemma, Qwen3: head_dim is its own keyword (default 128-256)
+_QK_NORM_PARTS = dict(_LLAMA_PARTS, q_norm='self_attn.q_norm', k_norm='self_attn.k_norm')  # Qwen3, Gemma 3, OLMo 2 normalise q and k
+_IS_DECODER = dict(is_decoder=True)  # a BERT-style encoder with a causal-LM head
+_ENCODER_ONLY = ('classification',)  # no ...ForCausalLM in transformers
 _DECODER_LORA = dict(r=16, alpha=32)  # wider decoders: the usual QLoRA-style setting
 
 ARCHS = {
-    'bert': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS, _BERT_TINY),
+    'bert': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS, _BERT_TINY, lm_config=_IS_DECODER),
     'roberta': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,
-        dict(_BERT_TINY, max_position_embeddings=lambda s: s['positions'] + 2)),  # RoBERTa offsets its positions by the padding id
+        dict(_BERT_TINY, max_position_embeddings=lambda s: s['positions'] + 2), lm_config=_IS_DECODER),  # positions offset by the padding id
     'distilbert': ArchSpec('transformer.layer', ('embeddings',), (),
         dict(q='attention.q_lin', k='attention.k_lin', v='attention.v_lin', attn_out='attention.out_lin',
              attn_norm='sa_layer_norm', ffn_in='ffn.lin1', ffn_out='ffn.lin2', ffn_norm='output_layer_norm'),
-        dict(n_layers='layers', dim='hidden', n_heads='heads', hidden_dim='ffn', max_position_embeddings='positions')),
+        dict(n_layers='layers', dim='hidden', n_heads='heads', hidden_dim='ffn', max_position_embeddings='positions'), tasks=_ENCODER_ONLY),
     'gpt2': ArchSpec('h', ('wte', 'wpe'), ('ln_f',),
         dict(attn_norm='ln_1', qkv='attn.c_attn', attn_out='attn.c_proj', ffn_norm='ln_2', ffn_in='mlp.c_fc', ffn_out='mlp.c_proj'),
         dict(n_layer='layers', n_embd='hidden', n_head='heads', n_inner='ffn', n_positions='positions'),
@@ -63,6 +69,34 @@ ARCHS = {
         dict(attn_norm='input_layernorm', qkv='attention.query_key_value', attn_out='attention.dense',
              ffn_norm='post_attention_layernorm', ffn_in='mlp.dense_h_to_4h', ffn_out='mlp.dense_4h_to_h'),
         _BERT_TINY),
+    # the seeds' decoders (Gemma-2b, Phi-2) and the decoders people fine-tune in 2026
+    'gemma': ArchSpec('layers', ('embed_tokens',), ('norm',), _LLAMA_PARTS, _HEAD_DIM_TINY, _DECODER_LORA),
+    'gemma3_text': ArchSpec('layers', ('embed_tokens',), ('norm',),  # Gemma 3: a norm before and after each sublayer
+        dict(_QK_NORM_PARTS, attn_post_norm='post_attention_layernorm', ffn_norm='pre_feedforward_layernorm',
+             ffn_post_norm='post_feedforward_layernorm'), _HEAD_DIM_TINY, _DECODER_LORA),
+    'qwen3': ArchSpec('layers', ('embed_tokens',), ('norm',), _QK_NORM_PARTS, _HEAD_DIM_TINY, _DECODER_LORA),
+    'olmo2': ArchSpec('layers', ('embed_tokens',), ('norm',),  # OLMo 2 normalises each sublayer's output, not its input
+        dict(_QK_NORM_PARTS, attn_norm='post_attention_layernorm', ffn_norm='post_feedforward_layernorm'), _GQA_TINY, _DECODER_LORA),
+    'phi': ArchSpec('layers', ('embed_tokens',), ('final_layernorm',),  # Phi-2: attention and FFN in parallel on one norm
+        dict(q='self_attn.q_proj', k='self_attn.k_proj', v='self_attn.v_proj', attn_out='self_attn.dense',
+             attn_norm='input_layernorm', ffn_in='mlp.fc1', ffn_out='mlp.fc2'), _BERT_TINY, _DECODER_LORA),
+    'phi3': ArchSpec('layers', ('embed_tokens',), ('norm',),  # fused q/k/v and fused gate/up projections
+        dict(qkv='self_attn.qkv_proj', attn_out='self_attn.o_proj', attn_norm='input_layernorm', ffn_in='mlp.gate_up_proj',
+             ffn_out='mlp.down_proj', ffn_norm='post_attention_layernorm'), _GQA_TINY, _DECODER_LORA),
+    # encoders
+    'xlm-roberta': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,
+        dict(_BERT_TINY, max_position_embeddings=lambda s: s['positions'] + 2), lm_config=_IS_DECODER),
+    'electra': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,  # embeddings_project (narrow embeddings) is found by the walk
+        dict(_BERT_TINY, embedding_size=lambda s: s['hidden'] // 2), lm_config=_IS_DECODER),
+    'deberta-v2': ArchSpec('encoder.layer', ('embeddings', 'encoder.rel_embeddings?', 'encoder.LayerNorm?'), (),  # DeBERTa v2/v3
+        dict(q='attention.self.query_proj', k='attention.self.key_proj', v='attention.self.value_proj', attn_out='attention.output.dense',
+             attn_norm='attention.output.LayerNorm', ffn_in='intermediate.dense', ffn_out='output.dense', ffn_norm='output.LayerNorm'),
+        dict(_BERT_TINY, relative_attention=True, position_biased_input=False, pos_att_type='p2c|c2p', share_att_key=True,
+             norm_rel_ebd='layer_norm', position_buckets=lambda s: s['positions'] // 2),  # deberta-v3's setting
+        tasks=_ENCODER_ONLY),
+    'modernbert': ArchSpec('layers', ('embeddings',), ('final_norm',),  # block 0's attn_norm is an Identity
+        dict(attn_norm='attn_norm', qkv='attn.Wqkv', attn_out='attn.Wo', ffn_norm='mlp_norm', ffn_in='mlp.Wi', ffn_out='mlp.Wo'),
+        dict(_BERT_TINY, cls_token_id=1, sep_token_id=2), tasks=_ENCODER_ONLY),
 }
 
 # %% ../nbs/01_blocks.ipynb #16df8a7e
@@ -73,6 +107,8 @@ def register_arch(model_type:str, # the `config.model_type` it applies to
                   parts:dict|None=None, # part name -> path inside a block, for sub-block analysis
                   tiny:dict|None=None, # config keyword -> a size of `tiny_model` or a function of the sizes (None: the entry's, if any)
                   lora:dict|None=None, # LoRA's defaults (None: the entry's, else r=8, alpha=16)
+                  tasks:tuple|None=None, # the heads it has (None: the entry's, else causal-lm and classification)
+                  lm_config:dict|None=None, # config keywords for a causal-LM head (None: the entry's, else none)
                   overwrite:bool=False, # replace an existing entry
                  )->ArchSpec:
     "Teach lift_nb where the units of `model_type` live."
@@ -81,7 +117,9 @@ def register_arch(model_type:str, # the `config.model_type` it applies to
     old = ARCHS.get(model_type)  # overwriting the layout keeps the entry's other facts unless they are given
     tiny = tiny if tiny is not None else (old.tiny if old else {})
     lora = lora if lora is not None else (old.lora if old else dict(r=8, alpha=16))
-    spec = ArchSpec(blocks, tuple(embeddings), tuple(final_norm), dict(parts or {}), dict(tiny), dict(lora))
+    tasks = tuple(tasks) if tasks is not None else (old.tasks if old else ('causal-lm', 'classification'))
+    lm_config = lm_config if lm_config is not None else (old.lm_config if old else {})
+    spec = ArchSpec(blocks, tuple(embeddings), tuple(final_norm), dict(parts or {}), dict(tiny), dict(lora), tasks, dict(lm_config))
     ARCHS[model_type] = spec
     return spec
 
@@ -91,7 +129,7 @@ def _name_loss(model:nn.Module, task:str)->nn.Module:
     if getattr(model, 'loss_type', None) is None: model.loss_type = 'ForCausalLM' if task == 'causal-lm' else 'ForSequenceClassification'
     return model
 
-def tiny_model(model_type:str='gpt2', # an `ARCHS` entry with a tiny config: bert, roberta, distilbert, gpt2, llama, mistral, qwen2, opt, gpt_neox
+def tiny_model(model_type:str='gpt2', # an `ARCHS` entry with a tiny config (all built-in ones)
                task:str='causal-lm', # 'causal-lm' (a language-model head) or 'classification' (a sequence classifier)
                n_layers:int=4, # transformer blocks
                hidden:int=32, # width
@@ -107,10 +145,13 @@ def tiny_model(model_type:str='gpt2', # an `ARCHS` entry with a tiny config: ber
     have = sorted(k for k, a in ARCHS.items() if a.tiny)
     if model_type not in have: raise ValueError(f"No tiny config for {model_type!r}; choose one of {have} (or register_arch(..., tiny=...)).")
     if task not in ('causal-lm', 'classification'): raise ValueError(f"task must be 'causal-lm' or 'classification', not {task!r}.")
+    spec = ARCHS[model_type]
+    if task not in spec.tasks: raise ValueError(f"transformers has no {task} head for {model_type!r}; it has: {', '.join(spec.tasks)}.")
     sizes = dict(layers=n_layers, hidden=hidden, heads=heads, ffn=4 * hidden, positions=positions)
-    cfg = {k: int(v(sizes) if callable(v) else sizes[v]) for k, v in ARCHS[model_type].tiny.items() if v is not None}
+    size = lambda v: v(sizes) if callable(v) else sizes[v] if isinstance(v, str) and v in sizes else v  # a size, a function, a constant
+    cfg = {k: size(v) for k, v in spec.tiny.items() if v is not None}
+    if task == 'causal-lm': cfg.update(spec.lm_config)
     cfg.update(vocab_size=vocab, pad_token_id=0, bos_token_id=1, eos_token_id=2, num_labels=num_labels, **kwargs)
-    if model_type in ('bert', 'roberta') and task == 'causal-lm': cfg['is_decoder'] = True
     config = AutoConfig.for_model(model_type, **cfg)
     torch.manual_seed(seed)
     auto = AutoModelForCausalLM if task == 'causal-lm' else AutoModelForSequenceClassification
@@ -348,6 +389,9 @@ def find_units(model:nn.Module, # a Hugging Face model (any head) or a plain `nn
     _walk(model, '', claimed, blocks, rest)
     cut = rest.index(None)
     before, after = rest[:cut], rest[cut+1:]
+    inside = lambda p: not base_path or p == base_path or p.startswith(base_path + '.')
+    # a head registered before the base model (XLM-R's classifier in transformers 5) is still a head
+    before, after = [x for x in before if inside(x[0])], [x for x in before if not inside(x[0])] + after
     emb = emb + before
     if source == 'generic' and after and 'norm' in type(after[0][1]).__name__.lower(): norm, after = [after[0]], after[1:]
     units = []

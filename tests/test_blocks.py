@@ -6,9 +6,7 @@ from torch import nn
 from lift_nb.blocks import ARCHS, ArchSpec, find_units, register_arch, tiny_model
 
 
-# DistilBERT has no causal-LM head in transformers
-CASES = [(mt, task) for mt in sorted(ARCHS) for task in ('causal-lm', 'classification')
-         if not (mt == 'distilbert' and task == 'causal-lm')]
+CASES = [(mt, task) for mt in sorted(ARCHS) for task in ARCHS[mt].tasks]  # DistilBERT, DeBERTa, ModernBERT: no causal LM
 
 
 @pytest.mark.parametrize('model_type,task', CASES)

@@ -7,8 +7,7 @@ from lift_nb.blocks import ARCHS, find_units, tiny_model
 from lift_nb.checker import check_truncation, trace_backward, unit_grads
 from lift_nb.freeze import FreezeEngine, model_loss, optimizer_state_bytes
 
-CASES = [(mt, task) for mt in sorted(ARCHS) for task in ('causal-lm', 'classification')
-         if not (mt == 'distilbert' and task == 'causal-lm')]
+CASES = [(mt, task) for mt in sorted(ARCHS) for task in ARCHS[mt].tasks]  # DistilBERT, DeBERTa, ModernBERT: no causal LM
 
 
 def _batch(task, n=2, t=12, vocab=128, seed=0):

@@ -44,11 +44,12 @@ _QK_NORM_PARTS = dict(_LLAMA_PARTS, q_norm='self_attn.q_norm', k_norm='self_attn
 _IS_DECODER = dict(is_decoder=True)  # a BERT-style encoder with a causal-LM head
 _ENCODER_ONLY = ('classification',)  # no ...ForCausalLM in transformers
 _DECODER_LORA = dict(r=16, alpha=32)  # wider decoders: the usual QLoRA-style setting
+_ROBERTA = ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,  # RoBERTa and XLM-R
+    dict(_BERT_TINY, max_position_embeddings=lambda s: s['positions'] + 2), lm_config=_IS_DECODER)  # positions offset by the padding id
 
 ARCHS = {
     'bert': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS, _BERT_TINY, lm_config=_IS_DECODER),
-    'roberta': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,
-        dict(_BERT_TINY, max_position_embeddings=lambda s: s['positions'] + 2), lm_config=_IS_DECODER),  # positions offset by the padding id
+    'roberta': _ROBERTA,
     'distilbert': ArchSpec('transformer.layer', ('embeddings',), (),
         dict(q='attention.q_lin', k='attention.k_lin', v='attention.v_lin', attn_out='attention.out_lin',
              attn_norm='sa_layer_norm', ffn_in='ffn.lin1', ffn_out='ffn.lin2', ffn_norm='output_layer_norm'),
@@ -84,8 +85,7 @@ ARCHS = {
         dict(qkv='self_attn.qkv_proj', attn_out='self_attn.o_proj', attn_norm='input_layernorm', ffn_in='mlp.gate_up_proj',
              ffn_out='mlp.down_proj', ffn_norm='post_attention_layernorm'), _GQA_TINY, _DECODER_LORA),
     # encoders
-    'xlm-roberta': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,
-        dict(_BERT_TINY, max_position_embeddings=lambda s: s['positions'] + 2), lm_config=_IS_DECODER),
+    'xlm-roberta': _ROBERTA,
     'electra': ArchSpec('encoder.layer', ('embeddings',), (), _BERT_PARTS,  # embeddings_project (narrow embeddings) is found by the walk
         dict(_BERT_TINY, embedding_size=lambda s: s['hidden'] // 2), lm_config=_IS_DECODER),
     'deberta-v2': ArchSpec('encoder.layer', ('embeddings', 'encoder.rel_embeddings?', 'encoder.LayerNorm?'), (),  # DeBERTa v2/v3

@@ -19,8 +19,9 @@ from .blocks import is_classifier, max_positions
 
 # %% auto #0
 __all__ = ['EXTENSIONS', 'GLUE_TASKS', 'DataError', 'rows_text', 'Table', 'read_table', 'is_missing', 'texts', 'LabelSpec',
-           'infer_labels', 'tokenize', 'collate', 'task_metrics', 'GlueTask', 'glue_task', 'read_glue_file',
-           'glue_table', 'markov_sequences', 'random_batches', 'random_batch', 'random_examples', 'word_tokenizer']
+           'infer_labels', 'tokenize', 'collate', 'EpochBatches', 'check_examples', 'task_metrics', 'GlueTask',
+           'glue_task', 'read_glue_file', 'glue_table', 'markov_sequences', 'random_batches', 'random_batch',
+           'random_examples', 'word_tokenizer']
 
 # %% ../nbs/05_data.ipynb #b498c5af
 class DataError(ValueError):
@@ -273,6 +274,60 @@ def collate(examples:list, # dicts with 'input_ids' (lists or tensors), optional
         out['labels'] = torch.as_tensor([float(y) for y in ys]) if floats else torch.as_tensor([int(y) for y in ys])
     if packed: del out['attention_mask']
     return out
+
+# %% ../nbs/05_data.ipynb #8e0672f1
+class EpochBatches:
+    "Micro-batches of tokenized examples: each epoch every example once, in a seeded order, so batch `micro` depends on `micro` alone."
+    def __init__(self,
+                 examples, # tokenized examples (dicts with input_ids, labels for a classifier), or a function micro -> batch
+                 batch_size:int, # examples per micro-batch
+                 seed:int=0, # seeds the order of every epoch
+                 pad_id:int=0, # the padding token id
+                 causal_lm:bool=True, # how `collate` makes the labels
+                ):
+        self.examples, self.batch_size, self.seed, self.pad_id, self.causal_lm = examples, batch_size, seed, pad_id, causal_lm
+
+    def ids(self, micro:int, # the micro-batch's number (over all processes)
+            n:int|None=None, # how many examples (default: all of them)
+           )->list:
+        "The example indices of micro-batch `micro`: a slice of its epoch's seeded permutation (an epoch's last batch may be smaller)."
+        bs, n = self.batch_size, len(self.examples) if n is None else n
+        per_epoch = max(-(-n // bs), 1)
+        epoch, i = divmod(micro, per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch)).tolist()
+        return order[i * bs:(i + 1) * bs] or order[:bs]
+
+    def __call__(self, micro:int, # the micro-batch's number
+                 device='cpu', # where the tensors go
+                )->dict:
+        "Micro-batch `micro`, collated and on `device` (a batch function is asked for it directly: its own order)."
+        b = self.examples(micro) if callable(self.examples) else collate([self.examples[j] for j in self.ids(micro)], self.pad_id, self.causal_lm)
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} if isinstance(b, dict) else b.to(device)
+
+# %% ../nbs/05_data.ipynb #c9c301d8
+def check_examples(examples:list, # tokenized examples (dicts with input_ids; labels for a classifier or a regression)
+                   config, # the model's config: its positions and num_labels
+                   task:str='causal_lm', # 'causal_lm', 'classification' or 'regression'
+                   what:str='training', # which data, for the message
+                  ):
+    "Refuse examples the model cannot take: sequences beyond its positions, labels its head cannot train on."
+    if task not in ('causal_lm', 'classification', 'regression'): raise ValueError(f"task must be 'causal_lm', 'classification' or 'regression', not {task!r}.")
+    npos = max_positions(config)
+    longest = max(len(e['input_ids']) for e in examples)
+    if npos and longest > npos: raise ValueError(f"A {what} example has {longest} tokens, beyond the model's {npos} positions: "
+                                                 "truncate the examples (max_seq_length).")
+    if task == 'regression':
+        bad = next((e for e in examples if isinstance(e.get('labels'), bool) or not isinstance(e.get('labels'), (int, float))), None)
+        if bad is not None: raise ValueError(f"A regression head (num_labels=1) needs a number in 'labels' of every {what} example; "
+                                             f"got {bad.get('labels')!r}.")
+    elif task == 'classification':
+        bad = next((e for e in examples if not isinstance(e.get('labels'), int) and not (torch.is_tensor(e.get('labels')) and e['labels'].dim() == 0)), None)
+        if bad is not None: raise ValueError(f"A classifier needs an integer 'labels' in every {what} example; got {bad.get('labels')!r} "
+                                             "(map class names to ids first, as `lift-nb train` does).")
+        labels, n = [int(e['labels']) for e in examples], config.num_labels
+        if min(labels) < 0 or max(labels) >= n:
+            raise ValueError(f"{what.capitalize()} labels run from {min(labels)} to {max(labels)}, but the head has {n} classes: "
+                             f"load the model with num_labels={max(labels) + 1}.")
 
 # %% ../nbs/05_data.ipynb #3991eac2
 def _pearson(x:torch.Tensor, y:torch.Tensor)->float:

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .blocks import find_units, is_classifier, max_positions
+from .blocks import find_units, is_classifier
 from .cache import PrefixCache, prefix_eval
-from .data import collate, random_batch, task_metrics
+from .data import EpochBatches, check_examples, collate, random_batch, task_metrics
 from .distributed import BlockSync, final_weights, gather_full, load_full_state, make_accelerator, prepare_training, shard_like
 from .freeze import model_loss
 from .machine import autocast_for, machine_info, resolve_precision  # autocast_for: defined in the machine room, importable from here as before
@@ -31,8 +31,8 @@ from .schedule import Schedule, as_schedule
 
 # %% auto #0
 __all__ = ['EVENTS', 'batch_at', 'TrainArgs', 'atomic_save', 'latest_checkpoint', 'resolve_checkpoint', 'prune_checkpoints',
-           'TrainingInterrupted', 'LayerwiseTrainer', 'run_steps', 'mean_lm_loss', 'demo_table', 'run_demo',
-           'measure_memory']
+           'read_checkpoint', 'TrainingInterrupted', 'evaluate_model', 'unit_adamw', 'LayerwiseTrainer', 'run_steps',
+           'mean_lm_loss', 'demo_table', 'run_demo', 'measure_memory']
 
 # %% ../nbs/09_train.ipynb #7e219c58
 def batch_at(data, # token ids (n, seq_len), cycled in order; or a list of batches
@@ -46,9 +46,6 @@ def batch_at(data, # token ids (n, seq_len), cycled in order; or a list of batch
         x = data[i:i + batch_size]
         return dict(input_ids=x, labels=x)
     return data[step % len(data)]
-
-def _to(batch, device):
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()} if isinstance(batch, dict) else batch.to(device)
 
 _batch_at = batch_at  # the old name
 
@@ -171,6 +168,23 @@ def _identity_diff(saved:dict|None, now:dict)->str:
             out.append(f"model {k} {sm.get(k)!r} there, {nm[k]!r} here" if k != 'units' else f"model units differ ({len(sm.get(k) or [])} there, {len(nm[k])} here)")
     return '; '.join(out)
 
+def read_checkpoint(path:str, # a checkpoint file, or a folder holding checkpoint-N.pt files (the latest is read)
+                    identity:dict|None=None, # this run's `LayerwiseTrainer.run_identity()`: the checkpoint must belong to it
+                    map_location='cpu', # where the tensors go (`torch.load`'s map_location)
+                   )->dict:
+    "A checkpoint written by `LayerwiseTrainer.save`, read and checked: a truncated file, or one of another run, is refused in one line."
+    path = resolve_checkpoint(path)
+    try: ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated, corrupted or not a checkpoint at all
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'}): "
+                         "it may be truncated; resume from an earlier checkpoint-N.pt.") from None
+    if not isinstance(ckpt, dict) or 'model' not in ckpt: raise ValueError(f"{path} is not a checkpoint written by LayerwiseTrainer.save.")
+    diff = _identity_diff(ckpt.get('run'), identity) if identity is not None else ''
+    if diff: raise ValueError(f"{path} belongs to another run: {diff}. Resume with the same method, options, model and max_steps, "
+                              "or start a new run in another output_dir.")
+    return ckpt
+
+
 # %% ../nbs/09_train.ipynb #62284a63
 class TrainingInterrupted(KeyboardInterrupt):
     "Raised by `LayerwiseTrainer.fit` after SIGINT or SIGTERM: the step in progress finished and a checkpoint was written."
@@ -217,6 +231,64 @@ def _checkpoint(model):
     if hasattr(model.config, 'use_cache'): model.config.use_cache = False
 
 
+# %% ../nbs/09_train.ipynb #c78dba32
+@torch.no_grad()
+def evaluate_model(model:torch.nn.Module, # the model (as prepared by accelerate)
+                   data:list, # tokenized examples
+                   accelerator, # the run's `Accelerator`: device, processes, autocast
+                   sync:BlockSync, # gathers every process's predictions
+                   batch_size:int=8, # examples per forward
+                   pad_id:int=0, # the padding token id
+                   task:str='causal_lm', # 'causal_lm' (loss, perplexity), 'classification' or 'regression' (loss, `task_metrics`)
+                  )->dict:
+    "Loss and the task's metrics on `data`, its batches sharded over the processes; the model's train/eval mode is restored after."
+    if not data: raise ValueError("No evaluation data.")
+    acc, causal_lm, regression = accelerator, task == 'causal_lm', task == 'regression'
+    starts = list(range(0, len(data), batch_size))[acc.process_index::acc.num_processes]  # this process's share of the batches
+    rounds = -(-len(range(0, len(data), batch_size)) // acc.num_processes)  # every process runs as many forwards (FSDP gathers in each)
+    was_training = model.training
+    model.eval()
+    tot = torch.zeros(2, dtype=torch.float64, device=acc.device)  # loss x examples, examples
+    preds, labels = [], []
+    for r in range(rounds):
+        start = starts[r] if r < len(starts) else 0  # a process short of batches re-runs the first one, counted as nothing
+        b = collate([data[j] for j in range(start, min(start + batch_size, len(data)))], pad_id, causal_lm)
+        b = {k: v.to(acc.device) for k, v in b.items()}
+        with acc.autocast(): out = model(**b)
+        if r >= len(starts): continue
+        k = len(b['input_ids'])
+        tot[0] += float(out.loss) * k; tot[1] += k
+        if not causal_lm:
+            preds.append((out.logits[:, 0] if regression else out.logits.argmax(-1)).float().cpu())
+            labels.append(b['labels'].float().cpu())
+    model.train(was_training)
+    if acc.num_processes > 1: tot = acc.reduce(tot, reduction='sum')
+    loss, n = tot.tolist()
+    m = dict(eval_loss=loss / n)
+    if causal_lm: m['eval_perplexity'] = float(torch.exp(torch.tensor(m['eval_loss'])))
+    else:  # every process's predictions, in rank order
+        shards = sync.gather((torch.cat(preds) if preds else torch.zeros(0), torch.cat(labels) if labels else torch.zeros(0)))
+        p, y = torch.cat([s[0] for s in shards]), torch.cat([s[1] for s in shards])
+        if not regression: p, y = p.long(), y.long()
+        m.update({f'eval_{k}': v for k, v in task_metrics(p, y, regression).items()})
+    m['eval_samples'] = int(n)
+    return m
+
+def unit_adamw(units, # the model's `Units`
+               engine, # the `FreezeEngine` (it parks and restores the states of units that leave)
+               lr:float, # the learning rate every group starts at
+               weight_decay:float=0.0, # AdamW's weight decay
+               fused:bool=True, # one kernel, no per-step temporaries (on a CPU several times faster than the for-loop AdamW)
+              )->torch.optim.AdamW:
+    "AdamW with one parameter group per unit (a method may scale a unit's rate: LIFT's layer_decay), each holding what trains now, attached to the engine."
+    live, of = {id(p) for p in engine.trainable_parameters()}, {}
+    for i, u in enumerate(units):
+        for p in u.parameters(): of.setdefault(id(p), i)  # a tied parameter belongs to its first unit
+    groups = [dict(params=[p for p in u.parameters() if id(p) in live and of[id(p)] == i], unit=u.name) for i, u in enumerate(units)]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused)
+    engine.attach_optimizer(opt, group_of=lambda name, p: of[id(p)])
+    return opt
+
 # %% ../nbs/09_train.ipynb #ad0de3e2
 class LayerwiseTrainer:
     "An accelerate training loop driven by a schedule, with the engine's backward truncation, evaluation and exact resume."
@@ -245,11 +317,14 @@ class LayerwiseTrainer:
         if args.gradient_checkpointing: _checkpoint(self.units_model())
         self.causal_lm = not is_classifier(self.units_model())
         self.regression = not self.causal_lm and getattr(self.units_model().config, 'num_labels', 2) == 1  # one output: MSE, as HF does
+        self.task = 'causal_lm' if self.causal_lm else 'regression' if self.regression else 'classification'
         self.pad_id = pad_id if pad_id is not None else (getattr(getattr(model, 'config', None), 'pad_token_id', None) or 0)
         self.profiler = StepProfiler()  # times, tokens and memory of every step, into its log
         self.train_data, self.eval_data, self.callbacks = train_data, eval_data, [self.profiler, *_check_callbacks(callbacks)]
-        if not callable(train_data): self._check_data(train_data, 'training')
-        self._check_data(eval_data, 'evaluation')
+        cfg = self.units_model().config
+        if not callable(train_data): check_examples(train_data, cfg, self.task, 'training')  # before any step: lengths, labels
+        if eval_data is not None: check_examples(eval_data, cfg, self.task, 'evaluation')
+        self.batches = EpochBatches(train_data, args.batch_size, args.seed, self.pad_id, self.causal_lm)  # batch i depends on i alone
         units = find_units(self.model)
         self.schedule.setup(units, args.max_steps)
         prep = prepare_training(self.accelerator, self.model, units, self.schedule, args)  # one process, DDP, FSDP2 or DeepSpeed
@@ -267,44 +342,15 @@ class LayerwiseTrainer:
             raise ValueError(f"cache_prefix runs in one process without sharding (this run: {self.engine_name}): drop it, or launch one process.")
         return PrefixCache(self.engine, self.args.cache_prefix_mib, self.args.cache_prefix_dtype)
 
-    def _check_data(self, data, what):
-        "Clear errors before training: labels that do not fit the head, sequences beyond the model's positions."
-        if data is None: return
-        cfg = self.units_model().config
-        npos = max_positions(cfg)
-        longest = max(len(e['input_ids']) for e in data)
-        if npos and longest > npos: raise ValueError(f"A {what} example has {longest} tokens, beyond the model's {npos} positions: "
-                                                     "truncate the examples (max_seq_length).")
-        if self.regression:
-            bad = next((e for e in data if isinstance(e.get('labels'), bool) or not isinstance(e.get('labels'), (int, float))), None)
-            if bad is not None: raise ValueError(f"A regression head (num_labels=1) needs a number in 'labels' of every {what} example; "
-                                                 f"got {bad.get('labels')!r}.")
-        elif not self.causal_lm:
-            bad = next((e for e in data if not isinstance(e.get('labels'), int) and not (torch.is_tensor(e.get('labels')) and e['labels'].dim() == 0)), None)
-            if bad is not None: raise ValueError(f"A classifier needs an integer 'labels' in every {what} example; got {bad.get('labels')!r} "
-                                                 "(map class names to ids first, as `lift-nb train` does).")
-            labels = [int(e['labels']) for e in data]
-            n = cfg.num_labels
-            if min(labels) < 0 or max(labels) >= n:
-                raise ValueError(f"{what.capitalize()} labels run from {min(labels)} to {max(labels)}, but the head has {n} classes: "
-                                 f"load the model with num_labels={max(labels) + 1}.")
-
     # -- data ---------------------------------------------------------------------------------
     def batch_ids(self, micro:int, n:int|None=None)->list:
-        "The example indices of micro-batch number `micro` (over all processes): a seeded permutation per epoch makes them a function of the position alone."
-        bs, n = self.args.batch_size, len(self.train_data) if n is None else n
-        per_epoch = max(-(-n // bs), 1)  # the last batch of an epoch may be smaller: every example once per epoch
-        epoch, i = divmod(micro, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.args.seed * 100_003 + epoch)).tolist()
-        return order[i * bs:(i + 1) * bs] or order[:bs]
+        "The example indices of micro-batch number `micro` (over all processes): `EpochBatches.ids`, a function of the position alone."
+        return self.batches.ids(micro, n)
 
     def batch(self, micro:int, data=None)->dict:
         "Micro-batch number `micro` (over all processes), collated and on the device."
-        data = self.train_data if data is None else data
-        if callable(data): return _to(data(micro), self.accelerator.device)  # a batch function: its own order
-        idx = self.batch_ids(micro, len(data))
-        b = collate([data[j] for j in idx], self.pad_id, self.causal_lm)
-        return {k: v.to(self.accelerator.device) for k, v in b.items()}
+        batches = self.batches if data is None else EpochBatches(data, self.args.batch_size, self.args.seed, self.pad_id, self.causal_lm)
+        return batches(micro, self.accelerator.device)
 
     def _loss(self, b:dict, micro:int)->torch.Tensor:
         "The training loss of a batch: through the prefix cache, with the frozen prefix in eval mode, or plainly."
@@ -337,40 +383,9 @@ class LayerwiseTrainer:
             if f is not None: f(self, info)
 
     # -- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, data=None)->dict:
         "Loss and the task's metrics (`task_metrics`: accuracy, F1, Matthews; MSE, Pearson, Spearman) or perplexity (causal LM) on `data` (default: the eval data), sharded over the processes."
-        data = self.eval_data if data is None else data
-        if not data: raise ValueError("No evaluation data.")
-        acc, bs = self.accelerator, self.args.batch_size
-        starts = list(range(0, len(data), bs))[acc.process_index::acc.num_processes]  # this process's share of the batches
-        rounds = -(-len(range(0, len(data), bs)) // acc.num_processes)  # every process runs as many forwards (FSDP gathers in each)
-        self.model.eval()
-        tot = torch.zeros(2, dtype=torch.float64, device=acc.device)  # loss x examples, examples
-        preds, labels = [], []
-        for r in range(rounds):
-            start = starts[r] if r < len(starts) else 0  # a process short of batches re-runs the first one, counted as nothing
-            b = collate([data[j] for j in range(start, min(start + bs, len(data)))], self.pad_id, self.causal_lm)
-            b = {k: v.to(acc.device) for k, v in b.items()}
-            with acc.autocast(): out = self.model(**b)
-            if r >= len(starts): continue
-            k = len(b['input_ids'])
-            tot[0] += float(out.loss) * k; tot[1] += k
-            if not self.causal_lm:
-                preds.append((out.logits[:, 0] if self.regression else out.logits.argmax(-1)).float().cpu())
-                labels.append(b['labels'].float().cpu())
-        self.model.train()
-        if acc.num_processes > 1: tot = acc.reduce(tot, reduction='sum')
-        loss, n = tot.tolist()
-        m = dict(eval_loss=loss / n)
-        if self.causal_lm: m['eval_perplexity'] = float(torch.exp(torch.tensor(m['eval_loss'])))
-        else:  # every process's predictions, in rank order
-            shards = self.sync.gather((torch.cat(preds) if preds else torch.zeros(0), torch.cat(labels) if labels else torch.zeros(0)))
-            p, y = torch.cat([s[0] for s in shards]), torch.cat([s[1] for s in shards])
-            if not self.regression: p, y = p.long(), y.long()
-            m.update({f'eval_{k}': v for k, v in task_metrics(p, y, self.regression).items()})
-        m['eval_samples'] = int(n)
-        return m
+        return evaluate_model(self.model, self.eval_data if data is None else data, self.accelerator, self.sync, self.args.batch_size, self.pad_id, self.task)
 
     def _evaluates(self)->bool: return self.eval_data is not None or any(getattr(cb, 'evaluates', False) for cb in self.callbacks)  # a callback with data of its own
 
@@ -417,17 +432,9 @@ class LayerwiseTrainer:
                                params=sum(p.numel() for p in raw.parameters()), units=self.units.names))
 
     def _load(self, path:str):
-        path = resolve_checkpoint(path)
         dev = self.accelerator.device  # tensors saved on rank 0's GPU come to this process's (CPU ones stay)
         where = {f'cuda:{i}': str(dev) for i in range(torch.cuda.device_count())} if dev.type == 'cuda' else 'cpu'
-        try: ckpt = torch.load(path, map_location=where, weights_only=False)
-        except Exception as e:  # truncated, corrupted or not a checkpoint at all
-            raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'}): "
-                             "it may be truncated; resume from an earlier checkpoint-N.pt.") from None
-        if not isinstance(ckpt, dict) or 'model' not in ckpt: raise ValueError(f"{path} is not a checkpoint written by LayerwiseTrainer.save.")
-        diff = _identity_diff(ckpt.get('run'), self.run_identity())
-        if diff: raise ValueError(f"{path} belongs to another run: {diff}. Resume with the same method, options, model and max_steps, "
-                                  "or start a new run in another output_dir.")
+        ckpt = read_checkpoint(path, self.run_identity(), where)
         raw = self.accelerator.unwrap_model(self.model)
         load_full_state(raw, ckpt['model'])  # whole tensors in the file: under FSDP2 each process keeps its shards
         self.schedule.load_state_dict(ckpt['schedule'])
@@ -443,15 +450,8 @@ class LayerwiseTrainer:
 
     def _make_optimizer(self):
         if self.raw_optimizer is None:
-            # one param group per unit (a method may scale a unit's learning rate: LIFT's layer_decay), empty until it trains;
-            # fused AdamW (one kernel, no per-step temporaries) where torch has it: on a CPU it is several times faster
-            live, of = {id(p) for p in self.engine.trainable_parameters()}, {}
-            for i, u in enumerate(self.units):
-                for p in u.parameters(): of.setdefault(id(p), i)  # a tied parameter belongs to its first unit
-            groups = [dict(params=[p for p in u.parameters() if id(p) in live and of[id(p)] == i], unit=u.name) for i, u in enumerate(self.units)]
-            self.raw_optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, weight_decay=self.args.weight_decay,
-                                                   fused=self.accelerator.device.type in ('cpu', 'cuda'))
-            self.engine.attach_optimizer(self.raw_optimizer, group_of=lambda name, p: of[id(p)])
+            self.raw_optimizer = unit_adamw(self.units, self.engine, self.args.learning_rate, self.args.weight_decay,
+                                            fused=self.accelerator.device.type in ('cpu', 'cuda'))
             self.optimizer = self.accelerator.prepare(self.raw_optimizer)
 
     # -- the loop -----------------------------------------------------------------------------

@@ -413,8 +413,10 @@ def loops_table(res:dict)->str:
 
 # %% ../nbs/11_bench.ipynb #13fdf284
 def __getattr__(name:str):
-    "Names that moved to the CLI room and still import from here: `add_bench_args`, `bench_command` (argparse is the CLI's)."
+    "`add_bench_args`, `bench_command` moved to the CLI room (argparse is the CLI's): they still import from here, with a `DeprecationWarning`."
     if name in ('add_bench_args', 'bench_command'):
+        import warnings
+        warnings.warn(f"lift_nb.bench.{name} moved to lift_nb.cli: import it from there.", DeprecationWarning, stacklevel=2)
         import lift_nb.cli
         return getattr(lift_nb.cli, name)
     raise AttributeError(f"module 'lift_nb.bench' has no attribute {name!r}")

@@ -286,8 +286,10 @@ def optimizer_state_bytes(optimizer:torch.optim.Optimizer)->int:
 _MOVED = ('SavedBytes', 'UnitTrace', 'BackwardTrace', 'trace_backward', 'trace_table', 'unit_grads', 'check_truncation')
 
 def __getattr__(name:str):
-    "The checker's names, which moved to `lift_nb.checker` and still import from here."
+    "The checker's names, which moved to `lift_nb.checker`: they still import from here, with a `DeprecationWarning` (the old home goes at the next breaking release)."
     if name in _MOVED:
+        import warnings
+        warnings.warn(f"lift_nb.freeze.{name} moved to lift_nb.checker: import it from there.", DeprecationWarning, stacklevel=2)
         import lift_nb.checker
         return getattr(lift_nb.checker, name)
     raise AttributeError(f"module 'lift_nb.freeze' has no attribute {name!r}")

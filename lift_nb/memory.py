@@ -282,8 +282,10 @@ def markdown_table(results:dict, # label -> `MemoryPrediction`, `MemoryMeasureme
 
 # %% ../nbs/08_memory.ipynb #99a21569
 def __getattr__(name:str):
-    "Names that moved to the train room and still import from here: `measure_memory` (it trains, so it lives beside the trainer)."
+    "`measure_memory` moved to the train room (it trains, so it lives beside the trainer): it still imports from here, with a `DeprecationWarning`."
     if name == 'measure_memory':
+        import warnings
+        warnings.warn("lift_nb.memory.measure_memory moved to lift_nb.train: import it from there.", DeprecationWarning, stacklevel=2)
         from lift_nb.train import measure_memory
         return measure_memory
     raise AttributeError(f"module 'lift_nb.memory' has no attribute {name!r}")

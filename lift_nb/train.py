@@ -731,8 +731,10 @@ def measure_memory(model:torch.nn.Module, # the model to train for a few steps (
 
 # %% ../nbs/09_train.ipynb #f210f5b4
 def __getattr__(name:str):
-    "`LiftCallback` moved to `lift_nb.hf` (the Hugging Face integration) and still imports from here."
+    "`LiftCallback` moved to `lift_nb.hf` (the Hugging Face integration): it still imports from here, with a `DeprecationWarning`."
     if name == 'LiftCallback':
+        import warnings
+        warnings.warn("lift_nb.train.LiftCallback moved to lift_nb.hf: import it from there.", DeprecationWarning, stacklevel=2)
         from lift_nb.hf import LiftCallback
         return LiftCallback
     raise AttributeError(f"module 'lift_nb.train' has no attribute {name!r}")

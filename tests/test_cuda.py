@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lift_nb.blocks import tiny_model
-from lift_nb.memory import measure_memory, predict_memory
+from lift_nb.memory import predict_memory
+from lift_nb.train import measure_memory
 from lift_nb.train import LayerwiseTrainer, TrainArgs, run_steps
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (tests/gpu.sh runs these)')

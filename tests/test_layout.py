@@ -66,3 +66,27 @@ def test_notebooks_stay_short():
     import json
     long = {nb.name: n for nb in NBS.glob('[0-9][0-9]_*.ipynb') if (n := len(json.loads(nb.read_text())['cells'])) > 60}
     assert not long, long
+
+
+def test_old_names_import_with_a_warning_pointing_to_their_room():
+    "The names that moved up the reading order still import from their old room, as the same object, with a DeprecationWarning naming the new one."
+    import importlib
+    import warnings
+    moved = [('freeze', 'trace_backward', 'checker'), ('freeze', 'SavedBytes', 'checker'), ('memory', 'measure_memory', 'train'),
+             ('train', 'LiftCallback', 'hf'), ('bench', 'bench_command', 'cli'), ('bench', 'add_bench_args', 'cli')]
+    for old, name, new in moved:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            obj = getattr(importlib.import_module(f'lift_nb.{old}'), name)
+        assert obj is getattr(importlib.import_module(f'lift_nb.{new}'), name), (old, name)
+        assert [str(x.message) for x in w if x.category is DeprecationWarning] == [f"lift_nb.{old}.{name} moved to lift_nb.{new}: import it from there."]
+
+
+def test_the_trainer_keeps_to_the_loop():
+    "LayerwiseTrainer holds the loop; batches, checks, evaluation, the optimizer and reading checkpoints are parts of their own."
+    import ast
+    tree = ast.parse((ROOT / 'train.py').read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == 'LayerwiseTrainer')
+    assert cls.end_lineno - cls.lineno + 1 <= 300, cls.end_lineno - cls.lineno + 1
+    from lift_nb.data import EpochBatches, check_examples  # noqa: F401  (the data room's)
+    from lift_nb.train import evaluate_model, read_checkpoint, unit_adamw  # noqa: F401

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lift_nb.blocks import BUILTIN_MODELS, load_model, tiny_model
-from lift_nb.memory import measure_memory, predict_memory, relative_errors
+from lift_nb.memory import predict_memory, relative_errors
+from lift_nb.train import measure_memory
 
 LIFT_NB = str(Path(sys.executable).parent / 'lift-nb')
 

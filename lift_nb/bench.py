@@ -94,6 +94,7 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
                  lr:float=1e-5, # learning rate (small: the weights barely move, the timing is what counts)
                  progress:bool=False, # progress bar of the loop
                  lower_bound:bool=True, # for a moving method, time each block's no-grad forward too
+                 prefix_int8:bool=False, # the frozen prefix's linear layers in int8 (`Int8Prefix`); the lower bound stays fp32's
                 )->dict:
     "Train a fresh model with `method`; step time, tokens/s and memory (and, for LIFT, per block)."
     if steps < 1 or warmup < 0: raise ValueError(f"steps must be at least 1 and warmup at least 0, not {steps} and {warmup}.")
@@ -103,7 +104,8 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
     n_blocks = find_units(model).n_blocks
     moving = not sched.static
     total = (warmup + steps) * (n_blocks if moving else 1)
-    r = run_steps(model, sched, data, total, batch_size=batch_size, lr=lr, progress=progress, dtype=dtype, frozen_dtype=frozen_dtype)
+    r = run_steps(model, sched, data, total, batch_size=batch_size, lr=lr, progress=progress, dtype=dtype, frozen_dtype=frozen_dtype,
+                  prefix_int8=prefix_int8)
     hist = r['history']
     groups = _per_selection(hist, warmup)
     rows = []
@@ -149,10 +151,12 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
           dtype:str='fp32', # 'fp32', 'bf16' mixed precision, or 'auto' (bf16 where native), for every method
           frozen_dtype:str|None='auto', # units with nothing to train stored and run in this dtype, for every method ('auto': bf16 where native; None: fp32)
           progress:bool=True, # one line per method as it finishes
+          prefix_int8:bool=False, # every method's frozen prefix (if it has one) in int8 (`Int8Prefix`; fp32 frozen units)
          )->dict:
     "Benchmark `methods` side by side on `model`: step time, ratio to full fine-tuning, tokens/s, memory."
     autocast_for(dtype)  # validates it
     t_start = time.perf_counter()
+    if prefix_int8 and frozen_dtype == 'auto': frozen_dtype = 'fp32'  # int8 copies are made from fp32 weights
     asked = dict(dtype=dtype, frozen_dtype=frozen_dtype or 'fp32')
     scheds = [_bench_schedule(m) for m in methods]
     if not any(s.name == 'full' for s in scheds): scheds.insert(0, make_schedule('full'))
@@ -167,12 +171,12 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
     res = dict(model=model if isinstance(model, str) else getattr(probe.config, 'model_type', 'model'),
                n_blocks=find_units(probe).n_blocks, params=sum(p.numel() for p in probe.parameters()),
                batch_size=batch_size, seq_len=seq_len, dtype=dtype, frozen_dtype=frozen, asked=asked, steps=steps, warmup=warmup,
-               threads=torch.get_num_threads(), device=str(dev), **machine_info(dev), methods={})
+               threads=torch.get_num_threads(), device=str(dev), **machine_info(dev), prefix_int8=prefix_int8, methods={})
     res['forward_s'] = time_forward(probe, batch, dtype)
     if causal: res['head_share'] = head_share(probe, batch, dtype)
     del probe
     for s in scheds:
-        r = bench_method(model, s, batch_size, seq_len, steps, warmup, dtype, frozen_dtype)
+        r = bench_method(model, s, batch_size, seq_len, steps, warmup, dtype, frozen_dtype, prefix_int8=prefix_int8)
         res['methods'][s.name] = r
         if progress: print(f"{s.name:14} {r['step_s']*1e3:8.0f} ms/step  {r['peak_memory_bytes']/2**20:8.1f} MiB peak", flush=True)
     full = res['methods']['full']['step_s']
@@ -196,7 +200,7 @@ def bench_table(res:dict)->str:
     "A plain-text table of a `bench` result."
     full = res['methods']['full']
     lines = [f"{res['model']}: {res['n_blocks']} blocks, {res['params']/1e6:.1f}M params, batch {res['batch_size']} x {res['seq_len']}, "
-             f"{_chosen(res, 'dtype')}, frozen units in {_chosen(res, 'frozen_dtype')}, {res['threads']} threads, {res['device']}"
+             f"{_chosen(res, 'dtype')}, frozen units in {_chosen(res, 'frozen_dtype')}{' (prefix in int8)' if res.get('prefix_int8') else ''}, {res['threads']} threads, {res['device']}"
              + (f" ({res['cpu_capability']}{'' if res.get('native_bf16') else ', no native bf16'})" if res['device'] == 'cpu' and 'cpu_capability' in res else ''),
              f"{'method':16} {'step ms':>8} {'vs full':>8} {'tokens/s':>9} {'peak MiB':>9} {'vs full':>8}"]
     row = lambda name, s, mem: lines.append(f"{name:16} {s*1e3:8.0f} {s/full['step_s']:7.2f}x {res['batch_size']*res['seq_len']/s:9.0f} "

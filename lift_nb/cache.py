@@ -5,6 +5,7 @@
 # %% ../nbs/06_cache.ipynb #325a24d3
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from .freeze import model_loss
 
 # %% auto #0
-__all__ = ['prefix_eval', 'PrefixCache']
+__all__ = ['prefix_eval', 'PrefixCache', 'Int8Prefix']
 
 # %% ../nbs/06_cache.ipynb #e6f82563
 class _PassThrough(nn.Module):
@@ -139,3 +140,63 @@ class PrefixCache:
         "What the cache did: the stored boundary, batches read / computed, examples stored and left out, bytes, refills."
         return dict(boundary=self.boundary.name if self.boundary is not None else None, hits=self.hits, misses=self.misses,
                     examples=len(self.store), left_out=self.full, bytes=self.bytes, refills=self.refills)
+
+# %% ../nbs/06_cache.ipynb #6f54d1aa
+def _as_linear(m:nn.Module)->tuple|None:
+    "(weight as (out, in), bias) of a linear layer: `nn.Linear`, or a transformers `Conv1D` (GPT-2; its weight is (in, out)); else None."
+    if isinstance(m, nn.Linear): return m.weight, m.bias
+    if type(m).__name__ == 'Conv1D' and getattr(m, 'weight', None) is not None and m.weight.dim() == 2: return m.weight.t(), m.bias
+    return None
+
+def _int8_copy(weight:torch.Tensor, bias:torch.Tensor|None)->nn.Module:
+    "An int8 dynamically quantized linear layer computing what `x @ weight.T + bias` computes."
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None: lin.bias.copy_(bias)
+    with warnings.catch_warnings():  # PyTorch's notices that torch.ao.quantization moves to torchao
+        warnings.simplefilter('ignore')
+        return torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8, inplace=True)[0]
+
+# %% ../nbs/06_cache.ipynb #a5c0ab85
+class Int8Prefix:
+    "The frozen prefix's linear layers as int8 dynamically quantized copies, for one forward at a time (`with int8(): ...`)."
+    def __init__(self,
+                 engine, # the `FreezeEngine` of the run: it says which units are the frozen prefix
+                ):
+        self.engine, self.copies = engine, {}  # id(layer) -> (layer, weight version, int8 copy)
+        self.made = self.forwards = 0  # int8 copies made; forwards run with them
+
+    def layers(self)->list:
+        "The linear layers below the boundary (none where a unit below shares a parameter with one that trains)."
+        below = [u for u in self.engine.frozen_prefix]
+        ids = {id(p) for u in below for p in u.parameters()}
+        if any(id(p) in ids for p in self.engine.trainable_parameters()): return []
+        return [m for u in below for _, mod in u.modules for m in mod.modules() if _as_linear(m) is not None]
+
+    def _copy(self, layer:nn.Module)->nn.Module:
+        w, b = _as_linear(layer)
+        got = self.copies.get(id(layer))
+        if got is None or got[0] is not layer or got[1] != layer.weight._version:
+            if w.dtype != torch.float32 or w.device.type != 'cpu':
+                raise ValueError(f"prefix_int8 runs fp32 frozen units on a CPU; this layer is {w.dtype} on {w.device}: use frozen_dtype='fp32' and the CPU.")
+            got = self.copies[id(layer)] = (layer, layer.weight._version, _int8_copy(w.detach(), None if b is None else b.detach()))
+            self.made += 1
+        return got[2]
+
+    @contextmanager
+    def __call__(self):
+        "For the forward inside: every linear layer of the frozen prefix computes through its int8 copy."
+        for u in self.engine.active:  # a unit that trains may change (fused AdamW leaves no version mark): its copies go
+            for _, mod in u.modules:
+                for m in mod.modules(): self.copies.pop(id(m), None)
+        layers = self.layers()
+        for m in layers: m.forward = self._copy(m).forward  # an instance attribute shadows the class's forward
+        self.forwards += bool(layers)
+        try: yield
+        finally:
+            for m in layers: del m.forward
+
+    def stats(self)->dict:
+        "What it did: int8 copies made, forwards run with them, layers in the prefix now."
+        return dict(copies_made=self.made, forwards=self.forwards, layers=len(self.layers()))

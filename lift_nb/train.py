@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .blocks import find_units, is_classifier
-from .cache import PrefixCache, prefix_eval
+from .cache import Int8Prefix, PrefixCache, prefix_eval
 from .data import EpochBatches, check_examples, collate, random_batch, task_metrics
 from .distributed import BlockSync, final_weights, gather_full, load_full_state, make_accelerator, prepare_training, shard_like
 from .freeze import model_loss
@@ -78,6 +78,7 @@ class TrainArgs:
     cache_prefix_dtype:str = 'fp32' # the prefix cache's storage: 'fp32' or 'bf16'
     gradient_checkpointing:bool = False # recompute the trainable blocks' activations in backward (less memory, more compute; the frozen prefix is never recomputed)
     prefix_eval:bool = False # run the frozen prefix in eval mode (no dropout), as the prefix cache does
+    prefix_int8:bool = False # run the frozen prefix's linear layers as int8 dynamically quantized copies (`Int8Prefix`; CPU, fp32 frozen units)
 
     def __post_init__(self):
         "Refuse values that would train wrongly (a negative warmup, a learning rate that is not a positive number) before anything runs."
@@ -100,6 +101,8 @@ class TrainArgs:
         if self.frozen_dtype not in (None, 'fp32', 'bf16', 'auto'):
             raise ValueError(f"frozen_dtype must be 'auto', 'bf16', 'fp32' or None (as loaded), not {self.frozen_dtype!r}.")
         if self.save_every and not self.output_dir: raise ValueError("save_every needs output_dir: where should the checkpoints go?")
+        if self.prefix_int8 and self.frozen_dtype == 'auto': self.frozen_dtype = 'fp32'  # int8 copies are made from fp32 weights
+        if self.prefix_int8 and self.frozen_dtype == 'bf16': raise ValueError("prefix_int8 quantizes fp32 frozen units: drop frozen_dtype='bf16' (or prefix_int8).")
         if self.cache_prefix_dtype not in ('fp32', 'bf16'): raise ValueError(f"cache_prefix_dtype must be 'fp32' or 'bf16', not {self.cache_prefix_dtype!r}.")
         if not (isinstance(self.cache_prefix_mib, (int, float)) and self.cache_prefix_mib > 0):
             raise ValueError(f"cache_prefix_mib must be a positive number of MiB, not {self.cache_prefix_mib!r}.")
@@ -331,6 +334,7 @@ class LayerwiseTrainer:
         self.engine_name, self.model, self.units, self.engine = prep.engine_name, prep.model, prep.units, prep.engine
         self.optimizer, self.raw_optimizer, self.frozen_dtype = prep.optimizer, prep.raw_optimizer, prep.frozen_dtype
         self.prefix_cache = self._prefix_cache() if args.cache_prefix else None
+        self.int8 = self._int8() if args.prefix_int8 else None
         self.step, self.switch_step, self.history = 0, 0, []
         self.switch_s = []  # seconds each block switch took (engine, DDP reducer), on this process
 
@@ -341,6 +345,12 @@ class LayerwiseTrainer:
         if self.accelerator.num_processes > 1 or self.engine_name != 'single':
             raise ValueError(f"cache_prefix runs in one process without sharding (this run: {self.engine_name}): drop it, or launch one process.")
         return PrefixCache(self.engine, self.args.cache_prefix_mib, self.args.cache_prefix_dtype)
+
+    def _int8(self)->Int8Prefix:
+        if self.accelerator.device.type != 'cpu' or self.engine_name != 'single' or self.accelerator.num_processes > 1:
+            raise ValueError(f"prefix_int8 runs in one CPU process (this run: {self.engine_name} on {self.accelerator.device}): drop it.")
+        if self.frozen_dtype not in (None, 'fp32'): raise ValueError(f"prefix_int8 quantizes fp32 frozen units; they are {self.frozen_dtype} here: set frozen_dtype='fp32'.")
+        return Int8Prefix(self.engine)
 
     # -- data ---------------------------------------------------------------------------------
     def batch_ids(self, micro:int, n:int|None=None)->list:
@@ -354,8 +364,9 @@ class LayerwiseTrainer:
 
     def _loss(self, b:dict, micro:int)->torch.Tensor:
         "The training loss of a batch: through the prefix cache, with the frozen prefix in eval mode, or plainly."
-        if self.prefix_cache is not None: return self.prefix_cache.loss(self.model, b, self.batch_ids(micro), self.loss_fn)
-        with prefix_eval(self.engine) if self.args.prefix_eval else nullcontext(): return model_loss(self.model, b, self.loss_fn)
+        with self.int8() if self.int8 is not None else nullcontext():  # the prefix's linear layers in int8, if asked
+            if self.prefix_cache is not None: return self.prefix_cache.loss(self.model, b, self.batch_ids(micro), self.loss_fn)
+            with prefix_eval(self.engine) if self.args.prefix_eval else nullcontext(): return model_loss(self.model, b, self.loss_fn)
 
     # -- learning rate ------------------------------------------------------------------------
     def lr_factor(self, step:int)->float:
@@ -572,6 +583,7 @@ class LayerwiseTrainer:
                        num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps,
                        switch_ms=round(1e3 * statistics.median(self.switch_s), 3) if self.switch_s else None)
         if self.prefix_cache is not None: metrics['prefix_cache'] = self.prefix_cache.stats()
+        if self.int8 is not None: metrics['prefix_int8'] = self.int8.stats()
         return metrics
 
     def _record(self, entry:dict, log_file:str|None):
@@ -600,6 +612,7 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
               dtype:str='fp32', # 'fp32', 'bf16' mixed precision (autocast; weights, grads and optimizer stay fp32) or 'auto'
               frozen_dtype:str|None='auto', # 'bf16': units with nothing to train are stored and run in bf16; None/'fp32': as loaded; 'auto': bf16 where native
               device:str|None=None, # where to train (default: the GPU if there is one, else the CPU)
+              prefix_int8:bool=False, # the frozen prefix's linear layers in int8 (`Int8Prefix`)
              )->dict:
     "Train `model` with `schedule` for `steps`; returns the history (loss, time per phase, memory) and the model."
     if dtype not in ('fp32', 'bf16', 'auto'): raise ValueError(f"dtype must be 'fp32', 'bf16' or 'auto', not {dtype!r}.")
@@ -609,7 +622,7 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
     if not isinstance(data, torch.Tensor) and not len(data): raise ValueError("No batches: `data` is empty.")
     args = TrainArgs(max_steps=steps, learning_rate=lr, batch_size=batch_size, max_grad_norm=None, decay='constant',
                      mixed_precision={'fp32': 'no'}.get(dtype, dtype), progress=progress, frozen_dtype=frozen_dtype,
-                     cpu=device is not None and torch.device(device).type == 'cpu')
+                     cpu=device is not None and torch.device(device).type == 'cpu', prefix_int8=prefix_int8)
     t = LayerwiseTrainer(model, schedule, lambda micro: batch_at(data, micro, batch_size), args, loss_fn=loss_fn)
     try: t.fit()
     finally: t.close()

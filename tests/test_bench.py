@@ -34,6 +34,15 @@ def test_plain_truncation_keeps_fp32_parameters():
     assert 'lower_bound_step_s' not in r and len(r['blocks']) == 3
 
 
+def test_int8_prefix_in_the_bench():
+    "`bench(prefix_int8=True)`: recorded, named in the table's header; full fine-tuning has no prefix, LIFT's blocks above the bottom do."
+    from lift_nb.bench import bench_table
+    res = bench(_bert, methods=('full', 'lift'), seq_len=16, steps=1, warmup=0, progress=False, prefix_int8=True)
+    assert res['prefix_int8'] is True and res['frozen_dtype'] == 'fp32' and res['asked']['frozen_dtype'] == 'fp32'
+    assert '(prefix in int8)' in bench_table(res).splitlines()[0]
+    assert len(res['methods']['lift']['blocks']) == 3
+
+
 def test_targets_say_met_or_missed_from_the_figures():
     m = lambda s, mem: dict(step_s=s, peak_memory_bytes=mem)
     res = dict(model='llama-small', dtype='fp32', methods=dict(full=m(1.0, 300), lift={**m(0.5, 90), 'ratio_to_lower_bound': 1.1,

@@ -71,3 +71,51 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match='cache_prefix_mib must be a positive'): TrainArgs(cache_prefix_mib=0)
     with pytest.raises(ValueError, match='a list of examples'):
         LayerwiseTrainer(_bert(), 'head', lambda m: None, TrainArgs(cache_prefix=True, progress=False))
+
+
+# -- the frozen prefix in int8 (issue #16, item 5) ----------------------------------------------------------------------
+
+def test_int8_prefix_changes_nothing_where_there_is_no_prefix():
+    "Full fine-tuning has no frozen prefix: with prefix_int8 its run is the fp32 run, bit for bit, and no copy is made."
+    ref, ref_w, _, _ = _run(_bert, 'full')
+    loss, w, m, _ = _run(_bert, 'full', prefix_int8=True)
+    assert loss == ref and all(torch.equal(w[k], ref_w[k]) for k in ref_w)
+    assert m['prefix_int8'] == dict(copies_made=0, forwards=0, layers=0)
+
+
+@pytest.mark.parametrize('case', ['freeze-bottom 50%', 'lift top half', 'llama freeze-bottom 50%'])
+def test_int8_prefix_trains_close_to_fp32(case):
+    """The prefix's linear layers in int8: the first loss is the fp32 one up to the quantization error (the runs then drift apart, as
+    any change of arithmetic makes them at this learning rate), not exactly; the copies are made once per layer while nothing below changes."""
+    mk, sched, cls = CASES[case]
+    ref, _, _, _ = _run(mk, sched(), cls)
+    loss, w, m, t = _run(mk, sched(), cls, prefix_int8=True)
+    assert loss != ref and loss[0] == pytest.approx(ref[0], rel=0.03)
+    made = {'freeze-bottom 50%': 2 * 6, 'lift top half': 3 * 6, 'llama freeze-bottom 50%': 2 * 7}[case]  # BERT's blocks have 6 linear layers, LLaMA's 7
+    assert m['prefix_int8']['forwards'] == 12 and m['prefix_int8']['copies_made'] == made  # once each (LIFT: block 3 again after it trained)
+    assert m['frozen_dtype'] == 'fp32'
+
+
+def test_int8_copies_follow_lift_down_and_up_again():
+    "LIFT end to front, two passes over 4 blocks: a block that trained gets new int8 copies when it is below the boundary again."
+    _, _, m, _ = _run(_bert, make_schedule('lift', schedule='end2front', policy='cyclic', passes=2), steps=16, prefix_int8=True)
+    assert m['prefix_int8'] == dict(copies_made=2 * 3 * 6, forwards=12, layers=0)  # blocks 0-2 copied in each pass; no prefix at block 0
+
+
+def test_int8_prefix_settings_refused():
+    with pytest.raises(ValueError, match="prefix_int8 quantizes fp32 frozen units: drop frozen_dtype='bf16'"): TrainArgs(prefix_int8=True, frozen_dtype='bf16')
+    assert TrainArgs(prefix_int8=True).frozen_dtype == 'fp32'  # 'auto' means fp32 with it
+
+
+def test_lift_nb_train_prefix_int8(tmp_path):
+    "`lift-nb train --prefix_int8` records what it did in metrics.json."
+    from lift_nb.cli import main
+    from lift_nb.data import word_tokenizer
+    words = 'good great fine bad awful poor the film was a very plot'.split()
+    word_tokenizer(words).save_pretrained(tmp_path / 'm'); tiny_model('bert', 'classification', n_layers=2, vocab=32).save_pretrained(tmp_path / 'm')
+    (tmp_path / 'train.csv').write_text('text,label\n' + ''.join(f"the film was {w},{int(w in words[:3])}\n" for w in words[:6] * 4))
+    assert main(['train', '--model_name_or_path', str(tmp_path / 'm'), '--train_file', str(tmp_path / 'train.csv'), '--label_column', 'label',
+                 '--method', 'freeze-bottom', '--max_steps', '4', '--per_device_train_batch_size', '4', '--output_dir', str(tmp_path / 'out'),
+                 '--no_progress', '--prefix_int8']) == 0
+    m = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert m['prefix_int8']['copies_made'] == 6 and m['frozen_dtype'] == 'fp32'

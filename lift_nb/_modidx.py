@@ -537,5 +537,6 @@ d = { 'settings': { 'branch': 'main',
                                'lift_nb.train.read_checkpoint': ('train.html#read_checkpoint', 'lift_nb/train.py'),
                                'lift_nb.train.resolve_checkpoint': ('train.html#resolve_checkpoint', 'lift_nb/train.py'),
                                'lift_nb.train.run_demo': ('train.html#run_demo', 'lift_nb/train.py'),
+                               'lift_nb.train.run_identity': ('train.html#run_identity', 'lift_nb/train.py'),
                                'lift_nb.train.run_steps': ('train.html#run_steps', 'lift_nb/train.py'),
                                'lift_nb.train.unit_adamw': ('train.html#unit_adamw', 'lift_nb/train.py')}}}

@@ -162,8 +162,10 @@ def _int8_copy(weight:torch.Tensor, bias:torch.Tensor|None)->nn.Module:
 class Int8Prefix:
     "The frozen prefix's linear layers as int8 dynamically quantized copies, for one forward at a time (`with int8(): ...`)."
     def __init__(self,
-                 engine, # the `FreezeEngine` of the run: it says which units are the frozen prefix
+                 engine, # the `FreezeEngine` of the run: it says which units are the frozen prefix (stored in fp32)
                 ):
+        if getattr(engine, 'frozen_dtype', None) not in (None, torch.float32):
+            raise ValueError(f"prefix_int8 quantizes fp32 frozen units; the engine stores them in {engine.frozen_dtype}: use frozen_dtype='fp32'.")
         self.engine, self.copies = engine, {}  # id(layer) -> (layer, weight version, int8 copy)
         self.made = self.forwards = 0  # int8 copies made; forwards run with them
 

@@ -31,8 +31,8 @@ from .schedule import Schedule, as_schedule
 
 # %% auto #0
 __all__ = ['EVENTS', 'batch_at', 'TrainArgs', 'atomic_save', 'latest_checkpoint', 'resolve_checkpoint', 'prune_checkpoints',
-           'read_checkpoint', 'TrainingInterrupted', 'evaluate_model', 'unit_adamw', 'LayerwiseTrainer', 'run_steps',
-           'mean_lm_loss', 'demo_table', 'run_demo', 'measure_memory']
+           'run_identity', 'read_checkpoint', 'TrainingInterrupted', 'evaluate_model', 'unit_adamw', 'LayerwiseTrainer',
+           'run_steps', 'mean_lm_loss', 'demo_table', 'run_demo', 'measure_memory']
 
 # %% ../nbs/09_train.ipynb #7e219c58
 def batch_at(data, # token ids (n, seq_len), cycled in order; or a list of batches
@@ -170,6 +170,18 @@ def _identity_diff(saved:dict|None, now:dict)->str:
         if sm.get(k) != nm[k]:
             out.append(f"model {k} {sm.get(k)!r} there, {nm[k]!r} here" if k != 'units' else f"model units differ ({len(sm.get(k) or [])} there, {len(nm[k])} here)")
     return '; '.join(out)
+
+def run_identity(model:torch.nn.Module, # the model as trained (without DDP's wrapper)
+                 schedule:Schedule, # the run's method
+                 max_steps:int, # the run's length
+                 units, # the model's `Units`
+                )->dict:
+    "What a checkpoint must agree on to resume a run: method, options, run length and model (class, type, size, units)."
+    m = model.get_base_model() if callable(getattr(model, 'get_base_model', None)) else model  # LoRA's wrapper off
+    cls = next(c.__name__ for c in type(m).__mro__ if not c.__name__.startswith('FSDP'))  # FSDP2 subclasses it as FSDP<name>
+    return dict(method=schedule.name, options=dict(schedule.options), max_steps=max_steps,
+                model=dict(cls=cls, model_type=getattr(getattr(m, 'config', None), 'model_type', None),
+                           params=sum(p.numel() for p in model.parameters()), units=units.names))
 
 def read_checkpoint(path:str, # a checkpoint file, or a folder holding checkpoint-N.pt files (the latest is read)
                     identity:dict|None=None, # this run's `LayerwiseTrainer.run_identity()`: the checkpoint must belong to it
@@ -349,8 +361,7 @@ class LayerwiseTrainer:
     def _int8(self)->Int8Prefix:
         if self.accelerator.device.type != 'cpu' or self.engine_name != 'single' or self.accelerator.num_processes > 1:
             raise ValueError(f"prefix_int8 runs in one CPU process (this run: {self.engine_name} on {self.accelerator.device}): drop it.")
-        if self.frozen_dtype not in (None, 'fp32'): raise ValueError(f"prefix_int8 quantizes fp32 frozen units; they are {self.frozen_dtype} here: set frozen_dtype='fp32'.")
-        return Int8Prefix(self.engine)
+        return Int8Prefix(self.engine)  # it checks that the frozen units are fp32
 
     # -- data ---------------------------------------------------------------------------------
     def batch_ids(self, micro:int, n:int|None=None)->list:
@@ -434,13 +445,8 @@ class LayerwiseTrainer:
         return path
 
     def run_identity(self)->dict:
-        "What a checkpoint must agree on to resume this run: method, options, run length and model."
-        raw = self.accelerator.unwrap_model(self.model)  # DDP's wrapper off
-        m = raw.get_base_model() if callable(getattr(raw, 'get_base_model', None)) else raw  # LoRA's wrapper off
-        cls = next(c.__name__ for c in type(m).__mro__ if not c.__name__.startswith('FSDP'))  # FSDP2 subclasses it as FSDP<name>
-        return dict(method=self.schedule.name, options=dict(self.schedule.options), max_steps=self.args.max_steps,
-                    model=dict(cls=cls, model_type=getattr(getattr(m, 'config', None), 'model_type', None),
-                               params=sum(p.numel() for p in raw.parameters()), units=self.units.names))
+        "What a checkpoint must agree on to resume this run: method, options, run length and model (`run_identity`)."
+        return run_identity(self.accelerator.unwrap_model(self.model), self.schedule, self.args.max_steps, self.units)
 
     def _load(self, path:str):
         dev = self.accelerator.device  # tensors saved on rank 0's GPU come to this process's (CPU ones stay)

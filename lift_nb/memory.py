@@ -165,7 +165,11 @@ class StepProfiler:
     def _close(self):
         if self._saved is not None: self._saved.__exit__(None, None, None); self._saved = None
 
-    def on_train_begin(self, trainer, info): self.peak_bytes = 0
+    def on_train_begin(self, trainer, info): self.peak_bytes, self.steps_cpu = 0, 0.0
+
+    def on_train_end(self, trainer, info):
+        "Adds `train_steps_cpu_s` to the run's metrics `info`: process CPU time of the training steps alone (evaluations, logging and saving excluded)."
+        info['train_steps_cpu_s'] = self.steps_cpu
 
     def on_step_begin(self, trainer, info):
         self.dev = trainer.accelerator.device
@@ -199,6 +203,7 @@ class StepProfiler:
         if getattr(trainer, 'prefix_cache', None) is not None: memory['prefix_cache'] = trainer.prefix_cache.bytes
         cuda = self.cuda if self.cuda.get('forward') else None
         self.peak_bytes = max(self.peak_bytes, max(cuda['backward']['allocated'], cuda['optimizer']['allocated']) if cuda else sum(memory.values()))
+        self.steps_cpu += c3 - self.c0
         info.update(step_s=t3 - self.t0, step_cpu_s=c3 - self.c0, forward_s=self.fwd, backward_s=self.bwd, optimizer_s=t3 - self.tc,
                     tokens=self.tokens, memory=memory)
         if cuda: info['cuda'] = cuda

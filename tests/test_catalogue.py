@@ -299,7 +299,7 @@ def test_sentence_pairs_keep_their_segment_ids(work):
 
 
 # -- reproducible -----------------------------------------------------------------------------------------------------
-TIMING = ('train_runtime', 'train_steps_per_second', 'train_samples_per_second', 'train_cpu_s', 'switch_ms')
+TIMING = ('train_runtime', 'train_steps_per_second', 'train_samples_per_second', 'train_cpu_s', 'train_steps_cpu_s', 'switch_ms')
 
 @pytest.mark.parametrize('method', ['lift', 'full'])
 @pytest.mark.parametrize('task', ['classification', 'causal-lm'])

@@ -199,7 +199,7 @@ class Lift(Schedule):
                  state_policy:str='reset', # 'reset' or 'keep' the optimizer state of a block that leaves
                  seed:int=0, # seed of the random schedule
                  allow_partial:bool=False, # allow fewer steps than blocks (some blocks never train)
-                 lr_scale:float=1.0, # multiplies the learning rate of everything LIFT trains
+                 lr_scale:float=3.0, # multiplies the learning rate of everything LIFT trains (bring full fine-tuning's rate)
                  layer_decay:float=1.0, # block k of N trains at lr x layer_decay^(N-k) (the head at lr): layer-wise lr decay
                  train_norms:bool=False, # also train the LayerNorms of the blocks above the active one (on the backward path
                                          # already: the truncation stays)
@@ -301,8 +301,8 @@ def register_preset(name:str, # the new method's name
     cls = type(''.join(w.capitalize() for w in re.split(r'[-_]', name)), (parent,), dict(__init__=__init__, __doc__=doc or f"{base} with {defaults}", preset=dict(defaults)))
     return register_schedule(name, aliases)(cls)
 
-LiftPaper = register_preset('lift-paper', 'lift', "LIFT as the paper runs it: every block once, front to end, floor(t/N) steps each (grouped).",
-                            schedule='front2end', policy='grouped')
+LiftPaper = register_preset('lift-paper', 'lift', "LIFT as the paper runs it: every block once, front to end, floor(t/N) steps each (grouped), at the rate given.",
+                            schedule='front2end', policy='grouped', lr_scale=1.0)
 
 # %% ../nbs/04_schedule.ipynb #e5d23194
 @register_schedule('full', aliases=('ft-full', 'full-ft'))

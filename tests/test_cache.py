@@ -35,7 +35,7 @@ def _llama(): return tiny_model('llama', 'causal-lm', n_layers=4, hidden=32, hea
 CASES = {
     'head': (_bert, lambda: make_schedule('head'), True),
     'freeze-bottom 50%': (_bert, lambda: make_schedule('freeze-bottom', p=50), True),
-    'lift top half': (_bert, lambda: make_schedule('lift', range=(3, 4), schedule='front2end', policy='grouped'), True),
+    'lift top half': (_bert, lambda: make_schedule('lift', range=(3, 4), schedule='front2end', policy='grouped', lr_scale=1.0), True),
     'llama freeze-bottom 50%': (_llama, lambda: make_schedule('freeze-bottom', p=50), False),
 }
 

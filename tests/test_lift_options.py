@@ -27,15 +27,24 @@ def _train(steps=8, lr=1e-2, seed=0, **opts):
 def test_lr_scale_equals_a_larger_learning_rate():
     "lr_scale=2 at lr x trains exactly as lr 2x (AdamW without weight decay): the scale reaches every trained parameter."
     _, a = _train(lr=1e-2, lr_scale=2.0)
-    _, b = _train(lr=2e-2)
-    _, c = _train(lr=1e-2)
+    _, b = _train(lr=2e-2, lr_scale=1.0)
+    _, c = _train(lr=1e-2, lr_scale=1.0)
     for (n, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters()):
         assert torch.equal(p, q), n
     assert any(not torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters()))
 
 
+def test_the_default_scales_the_rate_by_three():
+    "lift's default lr_scale is 3 (the GLUE study): lr x trains as lr 3x at lr_scale=1, up to the rounding of 3x."
+    t, a = _train(lr=1e-2)
+    _, b = _train(lr=3e-2, lr_scale=1.0)
+    assert t.schedule.options['lr_scale'] == 3.0 and t.history[0]['lr'] == pytest.approx(3e-2)  # the log shows the rate used
+    for (n, p), q in zip(a.named_parameters(), b.parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
+    assert make_schedule('lift-paper').options['lr_scale'] == 1.0  # the paper's setting trains at the rate given
+
+
 def test_layer_decay_sets_each_blocks_rate():
-    t, _ = _train(steps=4, policy='grouped', schedule='front2end', layer_decay=0.5)  # one step per block, bottom to top
+    t, _ = _train(steps=4, policy='grouped', schedule='front2end', layer_decay=0.5, lr_scale=1.0)  # one step per block, bottom to top
     groups = {g['unit']: g['lr'] for g in t.raw_optimizer.param_groups}
     assert groups['block.3'] == pytest.approx(1e-2) and groups['head'] == pytest.approx(1e-2)
     assert [t.lr_at(0, f'block.{k}') for k in range(4)] == pytest.approx([1e-2 * 0.5 ** (3 - k) for k in range(4)])

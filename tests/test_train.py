@@ -24,7 +24,7 @@ def test_nan_loss_names_the_step_and_the_block():
 
 
 def test_warmup_restarts_at_each_switch():
-    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=4), make_schedule('lift', policy='grouped'), _examples(cls=False),  # 2 steps a block
+    t = LayerwiseTrainer(tiny_model('gpt2', n_layers=4), make_schedule('lift', policy='grouped', lr_scale=1.0), _examples(cls=False),  # 2 steps a block
                          TrainArgs(max_steps=8, batch_size=4, warmup_steps=2, warmup_restart=True, decay='constant',
                                    learning_rate=1.0, progress=False))
     t.fit(); t.close()

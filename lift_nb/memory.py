@@ -203,8 +203,8 @@ class StepProfiler:
         if getattr(trainer, 'prefix_cache', None) is not None: memory['prefix_cache'] = trainer.prefix_cache.bytes
         cuda = self.cuda if self.cuda.get('forward') else None
         self.peak_bytes = max(self.peak_bytes, max(cuda['backward']['allocated'], cuda['optimizer']['allocated']) if cuda else sum(memory.values()))
-        self.steps_cpu += c3 - self.c0
-        info.update(step_s=t3 - self.t0, step_cpu_s=c3 - self.c0, forward_s=self.fwd, backward_s=self.bwd, optimizer_s=t3 - self.tc,
+        cpu = c3 - self.c0; self.steps_cpu += cpu
+        info.update(step_s=t3 - self.t0, step_cpu_s=cpu, forward_s=self.fwd, backward_s=self.bwd, optimizer_s=t3 - self.tc,
                     tokens=self.tokens, memory=memory)
         if cuda: info['cuda'] = cuda
 

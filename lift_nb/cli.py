@@ -586,6 +586,11 @@ def _quiet_libraries():
     try: import datasets; datasets.disable_progress_bars(); datasets.logging.set_verbosity_error()
     except ImportError: pass
 
+def _end_processes(code:int):
+    "Under a launch of several processes, exit with `code` here (`end_processes`); on one process return."
+    from lift_nb.distributed import end_processes  # imported once training is over: argument errors stay fast
+    end_processes(code)
+
 def main(argv:list|None=None)->int:
     "Entry point of the `lift-nb` console script: 0 done, 2 bad arguments or data (one line), 130 interrupted."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -612,7 +617,11 @@ def main(argv:list|None=None)->int:
                            args.lr, args.seed, methods=tuple(args.methods), progress=not args.no_progress)
         elif args.command == 'train':
             _quiet_libraries()
-            _train_command(args); return 0
+            try: _train_command(args)
+            except KeyboardInterrupt as e:
+                if hasattr(e, 'path'): _end_processes(130)  # TrainingInterrupted: every rank stopped after the same step
+                raise
+            _end_processes(0); return 0  # under torchrun each process exits in _end_processes, without Python's teardown
         elif args.command == 'eval':
             _quiet_libraries()
             res = _eval_command(args)

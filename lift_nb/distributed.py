@@ -5,7 +5,9 @@
 # %% ../nbs/07_distributed.ipynb #d149b72b
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ except ImportError: DTensor = ()  # a torch built without distributed support: n
 # %% auto #0
 __all__ = ['ENGINE_LIMITS', 'changes_trainable_set', 'engine_name', 'check_engine', 'BlockSync', 'fsdp_on_cpu',
            'deepspeed_kwargs', 'configure_deepspeed', 'gather_full', 'shard_like', 'make_accelerator', 'Prepared',
-           'prepare_training', 'load_full_state', 'final_weights']
+           'prepare_training', 'load_full_state', 'final_weights', 'end_processes']
 
 # %% ../nbs/07_distributed.ipynb #6bfcf25f
 def changes_trainable_set(schedule:Schedule)->bool:
@@ -272,3 +274,12 @@ def final_weights(model:torch.nn.Module, # the trained model, unwrapped (its par
         if sharded: return model, gather_full(model.state_dict())  # FSDP2: shards gathered (a collective)
         if zero3: return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
     return model, None
+
+# %% ../nbs/07_distributed.ipynb #4fefdc28
+def end_processes(code:int=0, # the exit code of every process of a launch
+                 ):
+    "The last call of a script launched on several processes: flush the output and exit at once (nothing on one process)."
+    if not (dist.is_available() and dist.is_initialized()): return
+    logging.shutdown()
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: gloo's threads may still be freeing the last collective's tensors

@@ -26,7 +26,7 @@ STEPS, BS = 8, 4
 WORKER = '''
 import json, os, sys, torch
 from lift_nb.blocks import tiny_model
-from lift_nb.distributed import gather_full
+from lift_nb.distributed import end_processes, gather_full
 from lift_nb.schedule import make_schedule
 from lift_nb.train import LayerwiseTrainer, TrainArgs
 
@@ -78,7 +78,7 @@ res['eval'] = dict(metrics=t.evaluate(examples()[:35]), forwards=len(forwards),
                    state={k: gather_full(v).clone() for k, v in t.accelerator.unwrap_model(t.model).state_dict().items()})
 hook.remove(); t.close()
 if FSDP:  # the rest is DDP's run only
-    torch.save(res, f'{out}/rank{rank}.pt'); sys.exit(0)
+    torch.save(res, f'{out}/rank{rank}.pt'); end_processes(); sys.exit(0)
 # FSDP2 (what accelerate's fsdp_version: 2 calls; accelerate itself enables FSDP only on GPUs): fully_shard + the engine
 from torch.distributed.fsdp import fully_shard
 from lift_nb.freeze import FreezeEngine
@@ -96,6 +96,7 @@ for step in range(4):
     w.append({n: p.full_tensor().clone() for n, p in m.named_parameters()})
 res['fsdp2'] = dict(w=w, sharded=type(next(m.parameters())).__name__)
 torch.save(res, f'{out}/rank{rank}.pt')
+end_processes()  # exit without Python's teardown, where gloo's threads could abort the process
 '''
 
 
@@ -307,11 +308,32 @@ def test_several_processes_without_a_distributed_accelerator_are_refused(monkeyp
     with pytest.raises(RuntimeError, match='ACCELERATE_USE_CPU=1'): BlockSync(OneProcess())
 
 
+END_WORKER = '''
+import sys, torch, torch.distributed as dist
+from lift_nb.distributed import end_processes
+dist.init_process_group('gloo')
+out = [torch.zeros(2) for _ in range(2)]
+dist.all_gather(out, torch.full((2,), float(dist.get_rank())))  # a collective whose tensors gloo's threads release
+print(f"rank {dist.get_rank()} gathered {[float(o[0]) for o in out]}")
+end_processes()
+open(f"{sys.argv[1]}/after{dist.get_rank()}", 'w').write('not reached')
+'''
+
+
+def test_end_processes_flushes_and_exits_every_rank(tmp_path):
+    "A launched script's last call: its output arrives, nothing after it runs, every rank exits 0 (torchrun's code 0)."
+    (tmp_path / 'worker.py').write_text(END_WORKER)
+    r = _torchrun([tmp_path / 'worker.py', tmp_path])
+    assert sorted(l for l in r.stdout.splitlines() if 'gathered' in l) == [f"rank {i} gathered [0.0, 1.0]" for i in (0, 1)], r.stdout
+    assert not list(tmp_path.glob('after*'))
+
+
 HF_WORKER = '''
 import os, sys, torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from lift_nb.blocks import tiny_model
+from lift_nb.distributed import end_processes
 from lift_nb.hf import LiftCallback
 ids = torch.randint(3, 128, (64, 12), generator=torch.Generator().manual_seed(0))
 model = tiny_model('gpt2', n_layers=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -325,6 +347,7 @@ tr = Trainer(model=model, args=args, train_dataset=Dataset.from_dict(dict(input_
              callbacks=[LiftCallback('lift', schedule='front2end', policy='grouped'), Snap()])
 tr.train()
 torch.save(dict(snaps=snaps, wrapper=type(tr.model_wrapped).__name__), f"{sys.argv[1]}/rank{os.environ['RANK']}.pt")
+end_processes()
 '''
 
 
@@ -345,6 +368,7 @@ def test_hf_trainer_with_the_callback_under_ddp(tmp_path):
 DS_WORKER = '''
 import os, sys, torch
 from lift_nb.blocks import tiny_model
+from lift_nb.distributed import end_processes
 from lift_nb.schedule import make_schedule
 from lift_nb.train import LayerwiseTrainer, TrainArgs
 examples = [dict(input_ids=x.tolist()) for x in torch.randint(3, 128, (64, 12), generator=torch.Generator().manual_seed(0))]
@@ -369,6 +393,7 @@ for method in methods:
 try: LayerwiseTrainer(tiny_model('gpt2', n_layers=4), 'lift', examples, TrainArgs(max_steps=4, progress=False)); res['lift'] = 'ran'
 except ValueError as e: res['lift'] = str(e)
 torch.save(res, f"{sys.argv[1]}/rank{os.environ['RANK']}.pt")
+end_processes()
 '''
 
 

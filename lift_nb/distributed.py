@@ -275,7 +275,7 @@ def final_weights(model:torch.nn.Module, # the trained model, unwrapped (its par
         if zero3: return model, {k: v.detach().clone() for k, v in model.state_dict().items()}
     return model, None
 
-# %% ../nbs/07_distributed.ipynb #4fefdc28
+# %% ../nbs/07_distributed.ipynb #25881bf7
 def end_processes(code:int=0, # the exit code of every process of a launch
                  ):
     "The last call of a script launched on several processes: flush the output and exit at once (nothing on one process)."

@@ -24,8 +24,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'lift_nb.cli' has no attribute {name!r}")
 
 # %% auto #0
-__all__ = ['add_method_args', 'method_option_values', 'schedule_from_args', 'methods_table', 'add_bench_args', 'bench_command',
-           'main']
+__all__ = ['add_method_args', 'method_option_values', 'range_value', 'schedule_from_args', 'methods_table', 'add_bench_args',
+           'bench_command', 'main']
 
 # %% ../nbs/12_cli.ipynb #d839f3d2
 _RENAMED = {'seed': 'schedule_seed'}  # schedule options whose flag would clash with a command's own
@@ -42,6 +42,7 @@ def _flag_kwargs(opt:str, default, annotation:str)->dict:
     "argparse keyword arguments for one schedule option, from its default and annotation."
     ann = str(annotation)
     if opt == 'schedule': return dict(type=_order, metavar='ORDER')
+    if opt == 'range': return dict(nargs='+', metavar='A B|WORD')  # two block numbers or a word: `range_value` reads them
     if isinstance(default, bool) or ann.startswith('bool'): return dict(action=argparse.BooleanOptionalAction)
     if 'tuple' in ann: return dict(type=int, nargs=2, metavar=('A', 'B'))
     if 'list' in ann: return dict(nargs='+', metavar='NAME')
@@ -82,6 +83,13 @@ def method_option_values(args:argparse.Namespace)->dict:
     "The method option flags given on the command line, as {option: value} (the parser keeps them apart from the other flags)."
     return {k[2:]: v for k, v in vars(args).items() if k.startswith('m_') and v is not None}
 
+def range_value(tokens:list):
+    "LIFT's `--range`: two 1-based block numbers (`--range 3 4`) or one word (`--range all`, `middle`, `auto`)."
+    from lift_nb.schedule import LIFT_RANGES
+    if len(tokens) == 1 and tokens[0] in LIFT_RANGES: return tokens[0]
+    if len(tokens) == 2 and all(t.isdigit() for t in tokens): return tuple(int(t) for t in tokens)
+    raise ValueError(f"--range takes two 1-based block numbers (--range 3 4) or one of {', '.join(LIFT_RANGES)}, not {' '.join(tokens)!r}.")
+
 def schedule_from_args(args:argparse.Namespace):
     "The `Schedule` that `--method` and its option flags describe; a flag the method does not have is an error."
     from lift_nb.schedule import canonical_method, make_schedule, schedule_options
@@ -91,7 +99,7 @@ def schedule_from_args(args:argparse.Namespace):
     stray = [f"--{_RENAMED.get(k, k)}" for k in given if k not in valid]
     if stray: raise ValueError(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not apply to --method {name}; "
                                f"its options are: {', '.join('--' + _RENAMED.get(k, k) for k in valid) or 'none'}.")
-    opts = {k: tuple(v) if k == 'range' else v for k, v in given.items()}
+    opts = {k: range_value(v) if k == 'range' else v for k, v in given.items()}
     return make_schedule(name, **opts)
 
 # %% ../nbs/12_cli.ipynb #0963ebec

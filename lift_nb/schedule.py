@@ -21,10 +21,11 @@ import torch
 from .blocks import ARCHS, Units, is_classifier
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'LiftPaper', 'LORA_DEFAULTS', 'Selection', 'Schedule', 'register_schedule', 'canonical_method',
-           'method_aliases', 'schedule_options', 'make_schedule', 'as_schedule', 'Lift', 'register_preset', 'Full',
-           'Head', 'BitFit', 'FreezeBottom', 'FreezeTop', 'FreezeInterval', 'AdtHigh', 'AdtLow', 'Lisa', 'BAdam',
-           'Gradual', 'AutoFreeze', 'lora_targets', 'Lora', 'selection_grid', 'plot_schedule', 'trainable_count']
+__all__ = ['SCHEDULES', 'LIFT_RANGES', 'LiftPaper', 'LORA_DEFAULTS', 'Selection', 'Schedule', 'register_schedule',
+           'canonical_method', 'method_aliases', 'schedule_options', 'make_schedule', 'as_schedule', 'Lift',
+           'register_preset', 'Full', 'Head', 'BitFit', 'FreezeBottom', 'FreezeTop', 'FreezeInterval', 'AdtHigh',
+           'AdtLow', 'Lisa', 'BAdam', 'Gradual', 'AutoFreeze', 'lora_targets', 'Lora', 'selection_grid',
+           'plot_schedule', 'trainable_count']
 
 # %% ../nbs/04_schedule.ipynb #dcc5a9e1
 @dataclass(frozen=True)
@@ -185,11 +186,14 @@ def _visit_rng(seed:int, visit:int)->random.Random:
     "A generator for one visit, so any step's block is known without replaying the run."
     return random.Random(seed * 1_000_003 + visit)
 
+LIFT_RANGES = ('auto', 'all', 'middle')  # the words LIFT's `range` takes besides (a, b)
+
 @register_schedule('lift', aliases=('layerwise',))
 class Lift(Schedule):
-    "LIFT: one block at a time, over a range, in an order, grouped or cyclic (default: end to front, two passes)."
+    "LIFT: one block at a time, over a range, in an order, grouped or cyclic (default: end to front, two passes; a classifier's middle third)."
     def __init__(self,
-                 range:tuple|None=None, # (a, b): blocks a..b, 1-based inclusive as in the paper; None: all blocks
+                 range:tuple|str|None='auto', # (a, b): blocks a..b, 1-based inclusive as in the paper; 'all' (or None): every
+                                              # block; 'middle': the middle third; 'auto': 'middle' for a classifier of 6+ blocks, else 'all'
                  schedule='end2front', # 'end2front', 'front2end', 'random', or a list of 1-based block numbers
                  policy:str='cyclic', # 'cyclic' ("1 2 1 2") or 'grouped' ("1 1 2 2")
                  steps_per_visit:int|None=None, # cyclic policy: steps per visit (None: set by `passes`)
@@ -207,6 +211,9 @@ class Lift(Schedule):
         for k, v in (('lr_scale', lr_scale), ('layer_decay', layer_decay)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{k} must be a positive number, not {v!r}.")
+        if not (range is None or range in LIFT_RANGES or (isinstance(range, (tuple, list)) and len(range) == 2
+                                                          and all(isinstance(x, int) and not isinstance(x, bool) for x in range))):
+            raise ValueError(f"range must be (a, b), two 1-based block numbers, or one of {', '.join(map(repr, LIFT_RANGES))}, not {range!r}.")
         if policy not in ('grouped', 'cyclic'): raise ValueError(f"policy must be 'grouped' or 'cyclic', not {policy!r}.")
         if isinstance(schedule, str) and schedule not in ('front2end', 'end2front', 'random'):
             raise ValueError(f"schedule must be 'front2end', 'end2front', 'random' or a list of 1-based block numbers, not {schedule!r}.")
@@ -224,9 +231,18 @@ class Lift(Schedule):
         "One step per block, whatever the visits' lengths: these options, grouped, one pass."
         return n_blocks, type(self)(**{**self.options, 'policy': 'grouped', 'steps_per_visit': None, 'passes': None})
 
+    def block_range(self)->tuple:
+        "(a, b): the blocks this run iterates, 1-based inclusive, the `range` option resolved on the model's units."
+        n, r = self.units.n_blocks, self.options['range']
+        if r == 'auto': r = 'middle' if n >= 6 and is_classifier(self.units.model) else 'all'
+        if r is None or r == 'all': return (1, n)
+        if r == 'middle': return (n // 3 + 1, n - n // 3)
+        return tuple(r)
+
     def _check(self):
         n = self.units.n_blocks
-        a, b = self.options['range'] or (1, n)
+        a, b = self.block_range()
+        self._resolved = dict(range=(a, b))  # what `resolved_options` (and so metrics.json) reports
         if not (1 <= a <= b <= n): raise ValueError(f"LIFT range ({a}, {b}) is outside this model's blocks: use 1 <= a <= b <= {n} "
                                                    "(1-based, inclusive, as in the paper's tables).")
         sched = self.options['schedule']
@@ -263,7 +279,7 @@ class Lift(Schedule):
         "The 0-based block trained at `step`."
         v = self.visit(step)
         if self.options['schedule'] == 'random':
-            a, b = self.options['range'] or (1, self.units.n_blocks)
+            a, b = self.block_range()
             return _visit_rng(self.options['seed'], v).randrange(a - 1, b)
         return self.order[v % len(self.order)]
 
@@ -302,7 +318,7 @@ def register_preset(name:str, # the new method's name
     return register_schedule(name, aliases)(cls)
 
 LiftPaper = register_preset('lift-paper', 'lift', "LIFT as the paper runs it: every block once, front to end, floor(t/N) steps each (grouped), at the rate given.",
-                            schedule='front2end', policy='grouped', lr_scale=1.0)
+                            range='all', schedule='front2end', policy='grouped', lr_scale=1.0)
 
 # %% ../nbs/04_schedule.ipynb #e5d23194
 @register_schedule('full', aliases=('ft-full', 'full-ft'))

@@ -84,3 +84,19 @@ def test_resume_is_exact_with_the_new_options(tmp_path):
     t, _ = trainer(tmp_path / 'b'); t.fit(stop_after=4); path = t.save(); t.close()
     t, resumed = trainer(tmp_path / 'b'); t.fit(resume_from=path); t.close()
     for (n, p), q in zip(whole.named_parameters(), resumed.parameters()): assert torch.equal(p, q), n
+
+
+def test_the_default_range_trains_a_classifiers_middle_third_and_says_so():
+    "A 6-block classifier: blocks 3-4 (1-based) move, the others and the embeddings keep still, metrics record (3, 4); a 6-block LM trains all."
+    torch.manual_seed(0)
+    model = tiny_model('bert', 'classification', n_layers=6)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    t = LayerwiseTrainer(model, 'lift', _examples(), TrainArgs(max_steps=8, batch_size=8, learning_rate=1e-2, progress=False))
+    m = t.fit(); t.close()
+    moved = sorted({int(n.split('.')[3]) + 1 for n, p in model.named_parameters() if '.layer.' in n and not torch.equal(p, before[n])})
+    assert moved == [3, 4] and m['method_options']['range'] == (3, 4)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if 'embeddings' in n)
+    lm = LayerwiseTrainer(tiny_model('gpt2', n_layers=6), 'lift', [dict(input_ids=e['input_ids']) for e in _examples()],
+                          TrainArgs(max_steps=12, batch_size=8, progress=False))
+    assert lm.fit()['method_options']['range'] == (1, 6); lm.close()
+    assert make_schedule('lift', range='all').setup(find_units(tiny_model('bert', 'classification', n_layers=6)), 8).block_range() == (1, 6)

@@ -300,7 +300,6 @@ def bench_prefix_cache(model, # a built-in config name, a folder, or a function 
     del probe
     for name in methods:
         method, opts = PREFIX_CACHE_METHODS[name]
-        opts = dict(opts, range=(n // 2 + 1, n)) if opts.get('range') == 'top' else opts
         row = {}
         for cached in (False, True):  # side by side: the same data, seed and steps
             from lift_nb.train import LayerwiseTrainer, TrainArgs

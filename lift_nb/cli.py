@@ -84,7 +84,7 @@ def method_option_values(args:argparse.Namespace)->dict:
     return {k[2:]: v for k, v in vars(args).items() if k.startswith('m_') and v is not None}
 
 def range_value(tokens:list):
-    "LIFT's `--range`: two 1-based block numbers (`--range 3 4`) or one word (`--range all`, `middle`, `auto`)."
+    "LIFT's `--range`: two 1-based block numbers (`--range 3 4`) or one word (`--range all`, `middle`, `bottom`, `top`, `auto`)."
     from lift_nb.schedule import LIFT_RANGES
     if len(tokens) == 1 and tokens[0] in LIFT_RANGES: return tokens[0]
     if len(tokens) == 2 and all(t.isdigit() for t in tokens): return tuple(int(t) for t in tokens)

@@ -186,14 +186,15 @@ def _visit_rng(seed:int, visit:int)->random.Random:
     "A generator for one visit, so any step's block is known without replaying the run."
     return random.Random(seed * 1_000_003 + visit)
 
-LIFT_RANGES = ('auto', 'all', 'middle')  # the words LIFT's `range` takes besides (a, b)
+LIFT_RANGES = ('auto', 'all', 'middle', 'bottom', 'top')  # the words LIFT's `range` takes besides (a, b)
 
 @register_schedule('lift', aliases=('layerwise',))
 class Lift(Schedule):
     "LIFT: one block at a time, over a range, in an order, grouped or cyclic (default: end to front, two passes; a classifier's middle third)."
     def __init__(self,
                  range:tuple|str|None='auto', # (a, b): blocks a..b, 1-based inclusive as in the paper; 'all' (or None): every
-                                              # block; 'middle': the middle third; 'auto': 'middle' for a classifier of 6+ blocks, else 'all'
+                                              # block; 'middle': the middle third; 'bottom'/'top': the lower/upper half;
+                                              # 'auto': 'middle' for a classifier of 6+ blocks, else 'all'
                  schedule='end2front', # 'end2front', 'front2end', 'random', or a list of 1-based block numbers
                  policy:str='cyclic', # 'cyclic' ("1 2 1 2") or 'grouped' ("1 1 2 2")
                  steps_per_visit:int|None=None, # cyclic policy: steps per visit (None: set by `passes`)
@@ -237,6 +238,8 @@ class Lift(Schedule):
         if r == 'auto': r = 'middle' if n >= 6 and is_classifier(self.units.model) else 'all'
         if r is None or r == 'all': return (1, n)
         if r == 'middle': return (n // 3 + 1, n - n // 3)
+        if r == 'bottom': return (1, max(1, n // 2))
+        if r == 'top': return (n // 2 + 1, n)
         return tuple(r)
 
     def _check(self):

@@ -146,7 +146,7 @@ ARG_CASES = [
     (['--method', 'lora', '--policy', 'cyclic'], '--policy does not apply to --method lora'),
     (['--method', 'lfit'], "Unknown method 'lfit'"),
     (['--method', 'lift', '--range', '3'], '--range takes two 1-based block numbers'),
-    (['--method', 'lift', '--range', 'top'], 'or one of auto, all, middle'),
+    (['--method', 'lift', '--range', 'upper'], 'or one of auto, all, middle, bottom, top'),
     (['--method', 'lift', '--range', '2', '9'], 'range'),
     (['--method', 'lora', '--r', '0'], 'LoRA rank r must be at least 1'),
     (['--bf16', '--fp16'], 'Choose one of --bf16 and --fp16'),

@@ -337,7 +337,8 @@ def test_train_help_shows_each_methods_default(capsys):
     out = capsys.readouterr().out
     flat = ' '.join(out.split())
     assert '[lift, lift-paper, lisa, badam, lora] defaults: None (lift, lift-paper, lora); True (lisa, badam)' in flat
-    assert "[lift, lift-paper] defaults: 'end2front' (lift); 'front2end' (lift-paper)" in flat
+    assert "[lift, lift-paper] front2end, end2front, random or block numbers (2,4,1,3); defaults: 'end2front' (lift); 'front2end' (lift-paper)" in flat
+    assert '[lift, lift-paper] two 1-based block numbers or one of auto, all, middle, bottom, top; defaults:' in flat  # what --range takes
     assert '--fp16' in out and 'needs a CUDA GPU' in flat
 
 

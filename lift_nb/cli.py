@@ -66,7 +66,7 @@ def add_method_args(parser:argparse.ArgumentParser, # the (sub)command's parser
                                                           "with their options and defaults")
     if not options: return parser
     from lift_nb.schedule import LIFT_RANGES, SCHEDULES
-    _WORDS = {'range': f"two 1-based block numbers or one of {', '.join(LIFT_RANGES)}; ",  # what the option takes, before its defaults
+    takes = {'range': f"two 1-based block numbers or one of {', '.join(LIFT_RANGES)}; ",  # what the option takes, before its defaults
               'schedule': 'front2end, end2front, random or block numbers (2,4,1,3); '}
     users = {}
     for name, cls in SCHEDULES.items():
@@ -77,7 +77,7 @@ def add_method_args(parser:argparse.ArgumentParser, # the (sub)command's parser
     for opt, used in sorted(users.items()):
         prm = used[0][1]
         g.add_argument(f"--{_RENAMED.get(opt, opt)}", dest=f"m_{opt}", default=None,
-                       help=f"[{', '.join(n for n, _ in used)}] {_WORDS.get(opt, '')}{_defaults_text(used)}",
+                       help=f"[{', '.join(n for n, _ in used)}] {takes.get(opt, '')}{_defaults_text(used)}",
                        **_flag_kwargs(opt, prm.default, prm.annotation))
     return parser
 

@@ -30,11 +30,10 @@ __all__ = ['add_method_args', 'method_option_values', 'range_value', 'schedule_f
 # %% ../nbs/12_cli.ipynb #d839f3d2
 _RENAMED = {'seed': 'schedule_seed'}  # schedule options whose flag would clash with a command's own
 
-_ORDERS = ('front2end', 'end2front', 'random')  # the named LIFT orders `--schedule` takes besides block numbers
-
 def _order(text:str):
     "A LIFT schedule: a name, or 1-based block numbers like '2,4,1,3'."
-    if text in _ORDERS: return text
+    from lift_nb.schedule import LIFT_ORDERS
+    if text in LIFT_ORDERS: return text
     if any(c.isdigit() for c in text):
         try: return [int(x) for x in text.replace(',', ' ').split()]
         except ValueError: raise argparse.ArgumentTypeError(f"expected a schedule name or block numbers like 2,4,1,3, not {text!r}") from None
@@ -67,9 +66,9 @@ def add_method_args(parser:argparse.ArgumentParser, # the (sub)command's parser
     parser.add_argument('--method', default=default, help=f"a registered method (default: {default}); `lift-nb methods` lists them "
                                                           "with their options and defaults")
     if not options: return parser
-    from lift_nb.schedule import LIFT_RANGES, SCHEDULES
+    from lift_nb.schedule import LIFT_ORDERS, LIFT_RANGES, SCHEDULES
     takes = {'range': f"two 1-based block numbers or one of {', '.join(LIFT_RANGES)}; ",  # what the option takes, before its defaults
-              'schedule': f"{', '.join(_ORDERS)} or block numbers (2,4,1,3); "}
+              'schedule': f"{', '.join(LIFT_ORDERS)} or block numbers (2,4,1,3); "}
     users = {}
     for name, cls in SCHEDULES.items():
         for opt, prm in inspect.signature(cls.__init__).parameters.items():

@@ -21,7 +21,7 @@ import torch
 from .blocks import ARCHS, Units, is_classifier
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'LIFT_RANGES', 'LiftPaper', 'LORA_DEFAULTS', 'Selection', 'Schedule', 'register_schedule',
+__all__ = ['SCHEDULES', 'LIFT_RANGES', 'LIFT_ORDERS', 'LiftPaper', 'LORA_DEFAULTS', 'Selection', 'Schedule', 'register_schedule',
            'canonical_method', 'method_aliases', 'schedule_options', 'make_schedule', 'as_schedule', 'Lift',
            'register_preset', 'Full', 'Head', 'BitFit', 'FreezeBottom', 'FreezeTop', 'FreezeInterval', 'AdtHigh',
            'AdtLow', 'Lisa', 'BAdam', 'Gradual', 'AutoFreeze', 'lora_targets', 'Lora', 'selection_grid',
@@ -187,6 +187,7 @@ def _visit_rng(seed:int, visit:int)->random.Random:
     return random.Random(seed * 1_000_003 + visit)
 
 LIFT_RANGES = ('auto', 'all', 'middle', 'bottom', 'top')  # the words LIFT's `range` takes besides (a, b)
+LIFT_ORDERS = ('front2end', 'end2front', 'random')  # the named orders LIFT's `schedule` takes besides block numbers
 
 @register_schedule('lift', aliases=('layerwise',))
 class Lift(Schedule):
@@ -216,8 +217,8 @@ class Lift(Schedule):
                                                           and all(isinstance(x, int) and not isinstance(x, bool) for x in range))):
             raise ValueError(f"range must be (a, b), two 1-based block numbers, or one of {', '.join(map(repr, LIFT_RANGES))}, not {range!r}.")
         if policy not in ('grouped', 'cyclic'): raise ValueError(f"policy must be 'grouped' or 'cyclic', not {policy!r}.")
-        if isinstance(schedule, str) and schedule not in ('front2end', 'end2front', 'random'):
-            raise ValueError(f"schedule must be 'front2end', 'end2front', 'random' or a list of 1-based block numbers, not {schedule!r}.")
+        if isinstance(schedule, str) and schedule not in LIFT_ORDERS:
+            raise ValueError(f"schedule must be one of {', '.join(map(repr, LIFT_ORDERS))} or a list of 1-based block numbers, not {schedule!r}.")
         if state_policy not in ('reset', 'keep'): raise ValueError(f"state_policy must be 'reset' or 'keep', not {state_policy!r}.")
         for k, v in (('steps_per_visit', steps_per_visit), ('passes', passes)):
             if v is not None and not (isinstance(v, int) and v >= 1): raise ValueError(f"{k} must be an int of at least 1, not {v!r}.")

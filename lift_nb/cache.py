@@ -14,7 +14,7 @@ from torch import nn
 from .freeze import model_loss
 
 # %% auto #0
-__all__ = ['prefix_eval', 'PrefixCache', 'Int8Prefix']
+__all__ = ['units_eval', 'prefix_eval', 'frozen_eval', 'PrefixCache', 'Int8Prefix']
 
 # %% ../nbs/06_cache.ipynb #e6f82563
 class _PassThrough(nn.Module):
@@ -40,15 +40,25 @@ def _first_tensor(args, kwargs):
 
 # %% ../nbs/06_cache.ipynb #49312294
 @contextmanager
-def prefix_eval(engine, # a `FreezeEngine`: its frozen prefix is what runs in eval mode
-               ):
-    "The units below the engine's boundary in eval mode (no dropout) for one forward; their modes restored after."
-    mods = [m for u in engine.frozen_prefix for _, m in u.modules]
+def units_eval(units:list, # `Unit`s whose modules run in eval mode
+              ):
+    "`units` in eval mode (no dropout) for one forward; their modules' modes restored after."
+    mods = [m for u in units for _, m in u.modules]
     modes = [m.training for m in mods]
     for m in mods: m.eval()
     try: yield
     finally:
         for m, t in zip(mods, modes): m.train(t)
+
+def prefix_eval(engine, # a `FreezeEngine`: its frozen prefix is what runs in eval mode
+               ):
+    "The units below the engine's boundary in eval mode (no dropout) for one forward."
+    return units_eval(engine.frozen_prefix)
+
+def frozen_eval(engine, # a `FreezeEngine`: every unit with nothing to train runs in eval mode
+               ):
+    "Every frozen unit in eval mode for one forward: the prefix and the frozen units above the boundary (LIFT's blocks above the active one)."
+    return units_eval(engine.frozen_units)
 
 # %% ../nbs/06_cache.ipynb #a139e380
 class PrefixCache:

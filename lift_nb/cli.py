@@ -308,6 +308,11 @@ def _add_train_args(t):
     t.add_argument('--prefix_int8', action='store_true',
                    help='run the linear layers of the frozen units below the lowest trainable one as int8 dynamically quantized '
                         'copies (CPU, fp32 frozen units; faster forward, slightly different activations: see the bench page)')
+    t.add_argument('--prefix_eval', action='store_true',
+                   help='run the frozen units below the lowest trainable one in eval mode (no dropout), as --cache_prefix does')
+    t.add_argument('--frozen_eval', action='store_true',
+                   help='run every unit with nothing to train in eval mode (no dropout): the frozen prefix and the frozen blocks '
+                        'above the trained ones (cheaper steps; only the units that train see dropout)')
     t.add_argument('--no_progress', action='store_true', help='no progress bar')
     t.add_argument('--threads', type=_POS_INT, default=None, help="torch threads (default: torch's choice)")
 
@@ -439,7 +444,7 @@ def _train_command(args)->dict:
                       output_dir=args.output_dir, mixed_precision='bf16' if args.bf16 else 'fp16' if args.fp16 else 'no',
                       seed=args.seed, progress=not args.no_progress, frozen_dtype=args.frozen_dtype, cache_prefix=args.cache_prefix,
                       cache_prefix_mib=args.cache_prefix_mib, cache_prefix_dtype=args.cache_prefix_dtype, prefix_int8=args.prefix_int8,
-                      gradient_checkpointing=args.gradient_checkpointing)
+                      prefix_eval=args.prefix_eval, frozen_eval=args.frozen_eval, gradient_checkpointing=args.gradient_checkpointing)
     callbacks = []
     if args.eval_task:
         if labels is not None: raise ValueError("--eval_task scores a causal LM: drop it or --label_column.")

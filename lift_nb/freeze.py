@@ -227,11 +227,16 @@ class FreezeEngine:
         return _map_tensors(args, cut), _map_tensors(kwargs, cut)
 
     # -- frozen units in low precision ----------------------------------------------------------
-    def low_precision_units(self)->list:
-        "The units stored and run in `frozen_dtype` now: those none of whose parameters trains."
-        if self.frozen_dtype is None or not self.active: return []
+    @property
+    def frozen_units(self)->list:
+        "The units none of whose parameters trains now (below the boundary and above it); none before `activate`."
+        if not self.active: return []
         live = {id(p) for p in self.trainable_parameters()}
         return [u for u in self.units if not any(id(p) in live for p in u.parameters())]
+
+    def low_precision_units(self)->list:
+        "The units stored and run in `frozen_dtype` now: the frozen units (none without a `frozen_dtype`)."
+        return [] if self.frozen_dtype is None else self.frozen_units
 
     def _set_dtypes(self):
         "Cast the parameters of fully frozen units to `frozen_dtype`, and those of units that train back to their own dtype."

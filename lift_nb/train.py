@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .blocks import find_units, is_classifier
-from .cache import Int8Prefix, PrefixCache, prefix_eval
+from .cache import Int8Prefix, PrefixCache, frozen_eval, prefix_eval
 from .data import EpochBatches, check_examples, collate, random_batch, task_metrics
 from .distributed import BlockSync, final_weights, gather_full, load_full_state, make_accelerator, prepare_training, shard_like
 from .freeze import model_loss
@@ -78,6 +78,7 @@ class TrainArgs:
     cache_prefix_dtype:str = 'fp32' # the prefix cache's storage: 'fp32' or 'bf16'
     gradient_checkpointing:bool = False # recompute the trainable blocks' activations in backward (less memory, more compute; the frozen prefix is never recomputed)
     prefix_eval:bool = False # run the frozen prefix in eval mode (no dropout), as the prefix cache does
+    frozen_eval:bool = False # run every frozen unit in eval mode (no dropout): the prefix and the frozen blocks above the trained ones
     prefix_int8:bool = False # run the frozen prefix's linear layers as int8 dynamically quantized copies (`Int8Prefix`; CPU, fp32 frozen units)
 
     def __post_init__(self):
@@ -374,8 +375,8 @@ class LayerwiseTrainer:
         return batches(micro, self.accelerator.device)
 
     def _loss(self, b:dict, micro:int)->torch.Tensor:
-        "The training loss of a batch: through the prefix cache, with the frozen prefix in eval mode, or plainly."
-        with self.int8() if self.int8 is not None else nullcontext():  # the prefix's linear layers in int8, if asked
+        "The training loss of a batch: through the prefix cache, with the frozen prefix (or every frozen unit) in eval mode, or plainly."
+        with self.int8() if self.int8 is not None else nullcontext(), frozen_eval(self.engine) if self.args.frozen_eval else nullcontext():
             if self.prefix_cache is not None: return self.prefix_cache.loss(self.model, b, self.batch_ids(micro), self.loss_fn)
             with prefix_eval(self.engine) if self.args.prefix_eval else nullcontext(): return model_loss(self.model, b, self.loss_fn)
 
@@ -590,6 +591,7 @@ class LayerwiseTrainer:
                        switch_ms=round(1e3 * statistics.median(self.switch_s), 3) if self.switch_s else None)
         if self.prefix_cache is not None: metrics['prefix_cache'] = self.prefix_cache.stats()
         if self.int8 is not None: metrics['prefix_int8'] = self.int8.stats()
+        if a.frozen_eval or a.prefix_eval or a.cache_prefix: metrics['eval_mode'] = 'frozen units' if a.frozen_eval else 'frozen prefix'
         return metrics
 
     def _record(self, entry:dict, log_file:str|None):

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 
 import torch
 
 from .blocks import BUILTIN_MODELS, find_units, is_classifier, load_model
+from .cache import units_eval
 from .data import random_batches, random_examples
 from .freeze import FreezeEngine, model_loss
 from .machine import autocast_for, frozen_dtype_for, machine_info, resolve_precision
@@ -30,20 +32,21 @@ def time_forward(model:torch.nn.Module, # the model (as the engine set it up, if
                  batch:dict, # one batch
                  dtype:str='fp32', # 'fp32' or 'bf16' autocast
                  repeats:int=3, # timed passes (after one untimed)
-                 train:bool=True, # in training mode (dropout on, as the training steps run); the model's mode is restored
+                 train:bool|None=True, # in training mode (dropout on, as the training steps run); None: the modes as they are; restored after
                 )->float:
     "Median seconds of a no-grad forward pass (loss included)."
     dev = next(model.parameters()).device
     batch = {k: v.to(dev) for k, v in batch.items()}
-    ts, was_training = [], model.training
-    model.train(train)
+    ts, modes = [], [(m, m.training) for m in model.modules()]
+    if train is not None: model.train(train)
     try:
         with torch.no_grad(), autocast_for(dtype, dev):
             for i in range(repeats + 1):
                 t0 = time.perf_counter(); model_loss(model, batch)
                 if dev.type == 'cuda': torch.cuda.synchronize(dev)
                 if i: ts.append(time.perf_counter() - t0)
-    finally: model.train(was_training)
+    finally:
+        for m, t in modes: m.train(t)
     return statistics.median(ts)
 
 def head_share(model:torch.nn.Module, # the model
@@ -95,6 +98,7 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
                  progress:bool=False, # progress bar of the loop
                  lower_bound:bool=True, # for a moving method, time each block's no-grad forward too
                  prefix_int8:bool=False, # the frozen prefix's linear layers in int8 (`Int8Prefix`); the lower bound stays fp32's
+                 frozen_eval:bool=False, # every frozen unit in eval mode (no dropout), the lower bound's forward too
                 )->dict:
     "Train a fresh model with `method`; step time, tokens/s and memory (and, for LIFT, per block)."
     if steps < 1 or warmup < 0: raise ValueError(f"steps must be at least 1 and warmup at least 0, not {steps} and {warmup}.")
@@ -105,7 +109,7 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
     moving = not sched.static
     total = (warmup + steps) * (n_blocks if moving else 1)
     r = run_steps(model, sched, data, total, batch_size=batch_size, lr=lr, progress=progress, dtype=dtype, frozen_dtype=frozen_dtype,
-                  prefix_int8=prefix_int8)
+                  prefix_int8=prefix_int8, frozen_eval=frozen_eval)
     hist = r['history']
     groups = _per_selection(hist, warmup)
     rows = []
@@ -128,7 +132,8 @@ def bench_method(model, # a model name (see `load_model`) or a function returnin
             if lower_bound:
                 with FreezeEngine(model, frozen_dtype=frozen_dtype) as eng:
                     eng.activate(row['units'])
-                    row['forward_nograd_s'] = time_forward(model, batch, dtype)
+                    model.train()
+                    with units_eval(eng.frozen_units) if frozen_eval else nullcontext(): row['forward_nograd_s'] = time_forward(model, batch, dtype, train=None)
                 row['lower_bound_s'] = row['forward_nograd_s'] + row['backward_s']
         rows.sort(key=lambda row: row['block'])
         out['blocks'] = rows
@@ -152,6 +157,7 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
           frozen_dtype:str|None='auto', # units with nothing to train stored and run in this dtype, for every method ('auto': bf16 where native; None: fp32)
           progress:bool=True, # one line per method as it finishes
           prefix_int8:bool=False, # every method's frozen prefix (if it has one) in int8 (`Int8Prefix`; fp32 frozen units)
+          frozen_eval:bool=False, # every method's frozen units in eval mode (no dropout; `TrainArgs.frozen_eval`)
          )->dict:
     "Benchmark `methods` side by side on `model`: step time, ratio to full fine-tuning, tokens/s, memory."
     autocast_for(dtype)  # validates it
@@ -171,12 +177,12 @@ def bench(model='gpt2-small', # a built-in config name, a local folder, a hub id
     res = dict(model=model if isinstance(model, str) else getattr(probe.config, 'model_type', 'model'),
                n_blocks=find_units(probe).n_blocks, params=sum(p.numel() for p in probe.parameters()),
                batch_size=batch_size, seq_len=seq_len, dtype=dtype, frozen_dtype=frozen, asked=asked, steps=steps, warmup=warmup,
-               threads=torch.get_num_threads(), device=str(dev), **machine_info(dev), prefix_int8=prefix_int8, methods={})
+               threads=torch.get_num_threads(), device=str(dev), **machine_info(dev), prefix_int8=prefix_int8, frozen_eval=frozen_eval, methods={})
     res['forward_s'] = time_forward(probe, batch, dtype)
     if causal: res['head_share'] = head_share(probe, batch, dtype)
     del probe
     for s in scheds:
-        r = bench_method(model, s, batch_size, seq_len, steps, warmup, dtype, frozen_dtype, prefix_int8=prefix_int8)
+        r = bench_method(model, s, batch_size, seq_len, steps, warmup, dtype, frozen_dtype, prefix_int8=prefix_int8, frozen_eval=frozen_eval)
         res['methods'][s.name] = r
         if progress: print(f"{s.name:14} {r['step_s']*1e3:8.0f} ms/step  {r['peak_memory_bytes']/2**20:8.1f} MiB peak", flush=True)
     full = res['methods']['full']['step_s']
@@ -200,7 +206,7 @@ def bench_table(res:dict)->str:
     "A plain-text table of a `bench` result."
     full = res['methods']['full']
     lines = [f"{res['model']}: {res['n_blocks']} blocks, {res['params']/1e6:.1f}M params, batch {res['batch_size']} x {res['seq_len']}, "
-             f"{_chosen(res, 'dtype')}, frozen units in {_chosen(res, 'frozen_dtype')}{' (prefix in int8)' if res.get('prefix_int8') else ''}, {res['threads']} threads, {res['device']}"
+             f"{_chosen(res, 'dtype')}, frozen units in {_chosen(res, 'frozen_dtype')}{' (prefix in int8)' if res.get('prefix_int8') else ''}{' and eval mode' if res.get('frozen_eval') else ''}, {res['threads']} threads, {res['device']}"
              + (f" ({res['cpu_capability']}{'' if res.get('native_bf16') else ', no native bf16'})" if res['device'] == 'cpu' and 'cpu_capability' in res else ''),
              f"{'method':16} {'step ms':>8} {'vs full':>8} {'tokens/s':>9} {'peak MiB':>9} {'vs full':>8}"]
     row = lambda name, s, mem: lines.append(f"{name:16} {s*1e3:8.0f} {s/full['step_s']:7.2f}x {res['batch_size']*res['seq_len']/s:9.0f} "

@@ -558,6 +558,8 @@ def add_bench_args(b): # the `bench` subcommand's parser
     b.add_argument('--prefix_int8', action='store_true',
                    help="run the frozen prefix's linear layers (below each method's lowest trainable unit) as int8 dynamically "
                         "quantized copies (CPU, fp32 frozen units)")
+    b.add_argument('--frozen_eval', action='store_true',
+                   help="run every method's frozen units in eval mode (no dropout; only the units that train see dropout)")
     b.add_argument('--steps', type=int, default=3, help='measured steps per method, per block for LIFT (default: 3)')
     b.add_argument('--warmup', type=int, default=1, help='unmeasured steps before them (default: 1)')
     b.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's choice)")
@@ -586,7 +588,7 @@ def bench_command(args)->dict:
     for name in args.model or list(BUILTIN_MODELS):
         model = name if (name in BUILTIN_MODELS or args.task is None) else (lambda n=name: load_model(n, args.task))
         print(f"== {name}", flush=True)
-        res = bench(model, methods, args.batch_size, args.seq_len, args.steps, args.warmup, args.dtype, frozen, prefix_int8=args.prefix_int8)
+        res = bench(model, methods, args.batch_size, args.seq_len, args.steps, args.warmup, args.dtype, frozen, prefix_int8=args.prefix_int8, frozen_eval=args.frozen_eval)
         res['model'] = name
         print(bench_table(res))
         if 'lift' in res['methods']: print(targets_table(bench_targets(res)))

@@ -108,6 +108,11 @@ class TrainArgs:
         if not (isinstance(self.cache_prefix_mib, (int, float)) and self.cache_prefix_mib > 0):
             raise ValueError(f"cache_prefix_mib must be a positive number of MiB, not {self.cache_prefix_mib!r}.")
 
+    @property
+    def eval_mode(self)->str|None:
+        "Which units run without dropout: 'frozen units', 'frozen prefix' (also with the prefix cache), or None (every unit as the model is)."
+        return 'frozen units' if self.frozen_eval else 'frozen prefix' if self.prefix_eval or self.cache_prefix else None
+
 # %% ../nbs/09_train.ipynb #bda825c5
 def atomic_save(obj, # what torch.save writes
                 path:str, # the file
@@ -586,12 +591,11 @@ class LayerwiseTrainer:
                        epoch=None if callable(self.train_data) else self.step * a.batch_size * a.grad_accum * acc.num_processes / len(self.train_data),
                        train_loss=self.history[-1]['loss'] if self.history and 'loss' in self.history[-1] else None,
                        peak_memory_bytes=self.profiler.peak_bytes, method=self.schedule.name, method_options=self.schedule.resolved_options(),
-                       mixed_precision=self.mixed_precision, frozen_dtype=self.frozen_dtype or 'fp32', **machine_info(acc.device),
+                       mixed_precision=self.mixed_precision, frozen_dtype=self.frozen_dtype or 'fp32', eval_mode=a.eval_mode, **machine_info(acc.device),
                        num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps,
                        switch_ms=round(1e3 * statistics.median(self.switch_s), 3) if self.switch_s else None)
         if self.prefix_cache is not None: metrics['prefix_cache'] = self.prefix_cache.stats()
         if self.int8 is not None: metrics['prefix_int8'] = self.int8.stats()
-        if a.frozen_eval or a.prefix_eval or a.cache_prefix: metrics['eval_mode'] = 'frozen units' if a.frozen_eval else 'frozen prefix'
         return metrics
 
     def _record(self, entry:dict, log_file:str|None):
@@ -621,6 +625,7 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
               frozen_dtype:str|None='auto', # 'bf16': units with nothing to train are stored and run in bf16; None/'fp32': as loaded; 'auto': bf16 where native
               device:str|None=None, # where to train (default: the GPU if there is one, else the CPU)
               prefix_int8:bool=False, # the frozen prefix's linear layers in int8 (`Int8Prefix`)
+              frozen_eval:bool=False, # every frozen unit in eval mode (no dropout; `TrainArgs.frozen_eval`)
              )->dict:
     "Train `model` with `schedule` for `steps`; returns the history (loss, time per phase, memory) and the model."
     if dtype not in ('fp32', 'bf16', 'auto'): raise ValueError(f"dtype must be 'fp32', 'bf16' or 'auto', not {dtype!r}.")
@@ -630,7 +635,7 @@ def run_steps(model:torch.nn.Module, # the model to train (a causal LM if `data`
     if not isinstance(data, torch.Tensor) and not len(data): raise ValueError("No batches: `data` is empty.")
     args = TrainArgs(max_steps=steps, learning_rate=lr, batch_size=batch_size, max_grad_norm=None, decay='constant',
                      mixed_precision={'fp32': 'no'}.get(dtype, dtype), progress=progress, frozen_dtype=frozen_dtype,
-                     cpu=device is not None and torch.device(device).type == 'cpu', prefix_int8=prefix_int8)
+                     cpu=device is not None and torch.device(device).type == 'cpu', prefix_int8=prefix_int8, frozen_eval=frozen_eval)
     t = LayerwiseTrainer(model, schedule, lambda micro: batch_at(data, micro, batch_size), args, loss_fn=loss_fn)
     try: t.fit()
     finally: t.close()

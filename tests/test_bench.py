@@ -43,6 +43,21 @@ def test_int8_prefix_in_the_bench():
     assert len(res['methods']['lift']['blocks']) == 3
 
 
+def test_frozen_eval_in_the_bench():
+    "`bench(frozen_eval=True)`: recorded and named in the header; the lower bound's forward keeps the frozen units in eval mode."
+    from lift_nb.bench import bench_table, time_forward
+    res = bench(_bert, methods=('full', 'lift'), seq_len=16, steps=1, warmup=0, progress=False, frozen_eval=True)
+    assert res['frozen_eval'] is True and 'and eval mode' in bench_table(res).splitlines()[0]
+    assert all('lower_bound_s' in r for r in res['methods']['lift']['blocks'])
+    m = _bert().train(); m.bert.encoder.layer[0].eval()  # time_forward(train=None) runs the modes as they are, and restores them
+    seen = []
+    m.bert.encoder.layer[0].output.dropout.register_forward_pre_hook(lambda mod, a: seen.append(mod.training))
+    m.bert.encoder.layer[1].output.dropout.register_forward_pre_hook(lambda mod, a: seen.append(mod.training))
+    x = torch.randint(4, 128, (2, 8))
+    time_forward(m, dict(input_ids=x, labels=torch.tensor([0, 1])), repeats=1, train=None)
+    assert seen == [False, True] * 2 and m.training and not m.bert.encoder.layer[0].training
+
+
 def test_targets_say_met_or_missed_from_the_figures():
     m = lambda s, mem: dict(step_s=s, peak_memory_bytes=mem)
     res = dict(model='llama-small', dtype='fp32', methods=dict(full=m(1.0, 300), lift={**m(0.5, 90), 'ratio_to_lower_bound': 1.1,

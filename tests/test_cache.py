@@ -119,3 +119,51 @@ def test_lift_nb_train_prefix_int8(tmp_path):
                  '--no_progress', '--prefix_int8']) == 0
     m = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
     assert m['prefix_int8']['copies_made'] == 6 and m['frozen_dtype'] == 'fp32'
+
+
+def _dropout_modes(model):
+    "Record, per forward of every dropout module, its unit's name and whether it ran in train mode."
+    from lift_nb.blocks import find_units
+    seen = []
+    for u in find_units(model):
+        for _, mod in u.modules:
+            for d in mod.modules():
+                if isinstance(d, torch.nn.Dropout): d.register_forward_pre_hook(lambda m, a, name=u.name: seen.append((name, m.training)))
+    return seen
+
+
+@pytest.mark.parametrize('flag, in_eval', [('prefix_eval', {'embeddings', 'block.0', 'block.1'}),
+                                          ('frozen_eval', {'embeddings', 'block.0', 'block.1', 'block.3'})])
+def test_frozen_units_in_eval_mode_only_where_nothing_trains(flag, in_eval):
+    "LIFT on block.2 (of 4): `prefix_eval` turns dropout off below it, `frozen_eval` in every frozen unit; the units that train keep it."
+    torch.manual_seed(0)
+    model = _bert()
+    seen = _dropout_modes(model)
+    t = LayerwiseTrainer(model, make_schedule('lift', range=(3, 3)), _examples(), TrainArgs(max_steps=2, batch_size=4, progress=False, cpu=True, **{flag: True}))
+    try: m = t.fit()
+    finally: t.close()
+    assert {n for n, train in seen if not train} == in_eval
+    assert {n for n, train in seen if train} == {'embeddings', 'block.0', 'block.1', 'block.2', 'block.3'} - in_eval  # (BERT's classifier dropout sits outside the units)
+    assert m['eval_mode'] == ('frozen units' if flag == 'frozen_eval' else 'frozen prefix')
+    assert all(mod.training for mod in model.modules())  # modes restored after every step
+
+
+def test_frozen_eval_changes_nothing_where_everything_trains():
+    "Full fine-tuning has no frozen unit: `frozen_eval` leaves its losses bit for bit."
+    plain, _, m, _ = _run(_bert, make_schedule('full'), steps=4)
+    same, _, m2, _ = _run(_bert, make_schedule('full'), steps=4, frozen_eval=True)
+    assert plain == same and m['eval_mode'] is None and m2['eval_mode'] == 'frozen units'
+
+
+@pytest.mark.parametrize('flag, said', [('--frozen_eval', 'frozen units'), ('--prefix_eval', 'frozen prefix')])
+def test_lift_nb_train_eval_mode_flags(tmp_path, flag, said):
+    "`lift-nb train --frozen_eval` / `--prefix_eval` reach the trainer; `metrics.json` says which units ran in eval mode."
+    from lift_nb.cli import main
+    from lift_nb.data import word_tokenizer
+    words = 'good great fine bad awful poor the film was a very plot'.split()
+    word_tokenizer(words).save_pretrained(tmp_path / 'm'); tiny_model('bert', 'classification', n_layers=2, vocab=32).save_pretrained(tmp_path / 'm')
+    (tmp_path / 'train.csv').write_text('text,label\n' + ''.join(f"the film was {w},{int(w in words[:3])}\n" for w in words[:6] * 4))
+    assert main(['train', '--model_name_or_path', str(tmp_path / 'm'), '--train_file', str(tmp_path / 'train.csv'), '--label_column', 'label',
+                 '--method', 'lift', '--max_steps', '4', '--per_device_train_batch_size', '4', '--output_dir', str(tmp_path / 'out'),
+                 '--no_progress', flag]) == 0
+    assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['eval_mode'] == said

@@ -369,6 +369,7 @@ def compare_loops(model:str, # a local folder with a sequence-classification-rea
                   threads:int=2, # torch threads of every run
                   lr:float=1e-4, # learning rate of every run
                   progress:bool=True, # one line per run
+                  extra:dict|None=None, # more `lift-nb train` rows: name -> (method, [flags]), e.g. {'... --frozen_eval': ('lift', ['--frozen_eval'])}
                  )->dict:
     "Time per step of `Trainer` (full, peft LoRA, `LiftCallback`) and `lift-nb train` (full, lift, lora) on the same data, side by side."
     import json as _json, os, random, subprocess, sys, tempfile
@@ -382,11 +383,13 @@ def compare_loops(model:str, # a local folder with a sequence-classification-rea
         f.write('text,label\n' + ''.join(f"{' '.join(rnd.choices(words, k=seq_len * 2))},{i % 2}\n" for i in range(steps * batch_size)))
     targets = lora_targets(AutoConfig.from_pretrained(model).model_type)
     runs = {'Trainer full': ('trainer', 'full'), 'Trainer + peft LoRA': ('trainer', 'lora'), 'Trainer + LiftCallback': ('trainer', 'lift'),
-            'lift-nb train --method full': ('cli', 'full'), 'lift-nb train --method lora': ('cli', 'lora'), 'lift-nb train --method lift': ('cli', 'lift')}
+            'lift-nb train --method full': ('cli', 'full'), 'lift-nb train --method lora': ('cli', 'lora'), 'lift-nb train --method lift': ('cli', 'lift'),
+            **{name: ('cli', spec) for name, spec in (extra or {}).items()}}
     best = {}
     for rd in range(rounds):
-        for name, (how, kind) in runs.items():
-            out = os.path.join(work, f'{kind}_{how}_{rd}')
+        for j, (name, (how, kind)) in enumerate(runs.items()):
+            kind, flags = kind if isinstance(kind, tuple) else (kind, [])
+            out = os.path.join(work, f'{j}_{kind}_{how}_{rd}')
             if how == 'trainer':
                 cfg = dict(model=model, csv=csv, seq_len=seq_len, kind=kind, targets=targets, out=out, steps=steps, batch_size=batch_size, lr=lr, threads=threads)
                 p = subprocess.run([sys.executable, '-c', _TRAINER_SCRIPT, _json.dumps(cfg)], capture_output=True, text=True)
@@ -395,7 +398,7 @@ def compare_loops(model:str, # a local folder with a sequence-classification-rea
             else:
                 argv = ['train', '--model_name_or_path', model, '--train_file', csv, '--label_column', 'label', '--method', kind,
                         '--max_steps', str(steps), '--per_device_train_batch_size', str(batch_size), '--max_seq_length', str(seq_len),
-                        '--learning_rate', str(lr), '--threads', str(threads), '--output_dir', out, '--no_progress']
+                        '--learning_rate', str(lr), '--threads', str(threads), '--output_dir', out, '--no_progress', *flags]
                 p = subprocess.run([sys.executable, '-c', 'import sys; from lift_nb.cli import main; sys.exit(main(sys.argv[1:]))', *argv],
                                    capture_output=True, text=True)
                 if p.returncode: raise RuntimeError(f"{name} failed:\n{(p.stdout + p.stderr)[-2000:]}")

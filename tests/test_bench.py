@@ -78,9 +78,10 @@ def test_loops_side_by_side_on_a_tiny_model(tmp_path):
     from lift_nb.data import word_tokenizer
     word_tokenizer('good great fine bad awful poor the film was a very plot'.split()).save_pretrained(tmp_path / 'bert')
     tiny_model('bert', 'classification', n_layers=2, vocab=32).save_pretrained(tmp_path / 'bert')
-    r = compare_loops(str(tmp_path / 'bert'), steps=2, batch_size=4, seq_len=16, rounds=1, threads=1, progress=False)
+    r = compare_loops(str(tmp_path / 'bert'), steps=2, batch_size=4, seq_len=16, rounds=1, threads=1, progress=False,
+                      extra={'lift-nb train --method lift --frozen_eval': ('lift', ['--frozen_eval'])})
     assert list(r['ms_per_step']) == ['Trainer full', 'Trainer + peft LoRA', 'Trainer + LiftCallback', 'lift-nb train --method full',
-                                      'lift-nb train --method lora', 'lift-nb train --method lift']
+                                      'lift-nb train --method lora', 'lift-nb train --method lift', 'lift-nb train --method lift --frozen_eval']
     assert all(v > 0 for v in r['ms_per_step'].values()) and r['cpu_capability'] == 'AVX2'
     table = loops_table(r)
-    assert 'vs its Trainer counterpart' in table and len(table.splitlines()) == 8
+    assert 'vs its Trainer counterpart' in table and len(table.splitlines()) == 9

@@ -415,12 +415,13 @@ def loops_table(res:dict)->str:
     ms = res['ms_per_step']; full = ms['Trainer full']
     pair = {'lift-nb train --method full': 'Trainer full', 'lift-nb train --method lora': 'Trainer + peft LoRA',
             'lift-nb train --method lift': 'Trainer + LiftCallback'}
+    w = max(30, *map(len, ms))  # the name column fits the longest loop's name
     lines = [f"{res['model']}, batch {res['batch_size']} x {res['seq_len']}, {res['steps']} steps, best of {res['rounds']} rounds, "
              f"{res['threads']} threads, {res.get('cpu_capability', '?')}",
-             f"{'loop':30} {'ms/step':>8} {'speed-up vs Trainer full':>25} {'vs its Trainer counterpart':>27}"]
+             f"{'loop':{w}} {'ms/step':>8} {'speed-up vs Trainer full':>25} {'vs its Trainer counterpart':>27}"]
     for name, v in ms.items():
         other = f"{ms[pair[name]] / v:.2f}x" if name in pair else ''
-        lines.append(f"{name:30} {v:8.0f} {full / v:24.2f}x {other:>27}")
+        lines.append(f"{name:{w}} {v:8.0f} {full / v:24.2f}x {other:>27}")
     return '\n'.join(lines)
 
 # %% ../nbs/11_bench.ipynb #13fdf284

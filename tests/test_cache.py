@@ -107,17 +107,21 @@ def test_int8_prefix_settings_refused():
     assert TrainArgs(prefix_int8=True).frozen_dtype == 'fp32'  # 'auto' means fp32 with it
 
 
-def test_lift_nb_train_prefix_int8(tmp_path):
-    "`lift-nb train --prefix_int8` records what it did in metrics.json."
+def _lift_nb_train(tmp_path, *flags)->dict:
+    "`lift-nb train` on a tiny BERT and a 24-line CSV, 4 steps; returns its metrics.json."
     from lift_nb.cli import main
     from lift_nb.data import word_tokenizer
     words = 'good great fine bad awful poor the film was a very plot'.split()
     word_tokenizer(words).save_pretrained(tmp_path / 'm'); tiny_model('bert', 'classification', n_layers=2, vocab=32).save_pretrained(tmp_path / 'm')
     (tmp_path / 'train.csv').write_text('text,label\n' + ''.join(f"the film was {w},{int(w in words[:3])}\n" for w in words[:6] * 4))
     assert main(['train', '--model_name_or_path', str(tmp_path / 'm'), '--train_file', str(tmp_path / 'train.csv'), '--label_column', 'label',
-                 '--method', 'freeze-bottom', '--max_steps', '4', '--per_device_train_batch_size', '4', '--output_dir', str(tmp_path / 'out'),
-                 '--no_progress', '--prefix_int8']) == 0
-    m = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+                 '--max_steps', '4', '--per_device_train_batch_size', '4', '--output_dir', str(tmp_path / 'out'), '--no_progress', *flags]) == 0
+    return json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+
+
+def test_lift_nb_train_prefix_int8(tmp_path):
+    "`lift-nb train --prefix_int8` records what it did in metrics.json."
+    m = _lift_nb_train(tmp_path, '--method', 'freeze-bottom', '--prefix_int8')
     assert m['prefix_int8']['copies_made'] == 6 and m['frozen_dtype'] == 'fp32'
 
 
@@ -158,12 +162,4 @@ def test_frozen_eval_changes_nothing_where_everything_trains():
 @pytest.mark.parametrize('flag, said', [('--frozen_eval', 'frozen units'), ('--prefix_eval', 'frozen prefix')])
 def test_lift_nb_train_eval_mode_flags(tmp_path, flag, said):
     "`lift-nb train --frozen_eval` / `--prefix_eval` reach the trainer; `metrics.json` says which units ran in eval mode."
-    from lift_nb.cli import main
-    from lift_nb.data import word_tokenizer
-    words = 'good great fine bad awful poor the film was a very plot'.split()
-    word_tokenizer(words).save_pretrained(tmp_path / 'm'); tiny_model('bert', 'classification', n_layers=2, vocab=32).save_pretrained(tmp_path / 'm')
-    (tmp_path / 'train.csv').write_text('text,label\n' + ''.join(f"the film was {w},{int(w in words[:3])}\n" for w in words[:6] * 4))
-    assert main(['train', '--model_name_or_path', str(tmp_path / 'm'), '--train_file', str(tmp_path / 'train.csv'), '--label_column', 'label',
-                 '--method', 'lift', '--max_steps', '4', '--per_device_train_batch_size', '4', '--output_dir', str(tmp_path / 'out'),
-                 '--no_progress', flag]) == 0
-    assert json.loads((tmp_path / 'out' / 'metrics.json').read_text())['eval_mode'] == said
+    assert _lift_nb_train(tmp_path, '--method', 'lift', flag)['eval_mode'] == said

@@ -109,7 +109,7 @@ class TrainArgs:
             raise ValueError(f"cache_prefix_mib must be a positive number of MiB, not {self.cache_prefix_mib!r}.")
 
     @property
-    def eval_mode(self)->str|None:
+    def dropout_off(self)->str|None:
         "Which units run without dropout: 'frozen units', 'frozen prefix' (also with the prefix cache), or None (every unit as the model is)."
         return 'frozen units' if self.frozen_eval else 'frozen prefix' if self.prefix_eval or self.cache_prefix else None
 
@@ -591,7 +591,7 @@ class LayerwiseTrainer:
                        epoch=None if callable(self.train_data) else self.step * a.batch_size * a.grad_accum * acc.num_processes / len(self.train_data),
                        train_loss=self.history[-1]['loss'] if self.history and 'loss' in self.history[-1] else None,
                        peak_memory_bytes=self.profiler.peak_bytes, method=self.schedule.name, method_options=self.schedule.resolved_options(),
-                       mixed_precision=self.mixed_precision, frozen_dtype=self.frozen_dtype or 'fp32', eval_mode=a.eval_mode, **machine_info(acc.device),
+                       mixed_precision=self.mixed_precision, frozen_dtype=self.frozen_dtype or 'fp32', dropout_off=a.dropout_off, **machine_info(acc.device),
                        num_processes=acc.num_processes, engine=self.engine_name, switches_rewrapped=self.sync.rewraps,
                        switch_ms=round(1e3 * statistics.median(self.switch_s), 3) if self.switch_s else None)
         if self.prefix_cache is not None: metrics['prefix_cache'] = self.prefix_cache.stats()

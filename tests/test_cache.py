@@ -148,7 +148,7 @@ def test_frozen_units_in_eval_mode_only_where_nothing_trains(flag, in_eval):
     finally: t.close()
     assert {n for n, train in seen if not train} == in_eval
     assert {n for n, train in seen if train} == {'embeddings', 'block.0', 'block.1', 'block.2', 'block.3'} - in_eval  # (BERT's classifier dropout sits outside the units)
-    assert m['eval_mode'] == ('frozen units' if flag == 'frozen_eval' else 'frozen prefix')
+    assert m['dropout_off'] == ('frozen units' if flag == 'frozen_eval' else 'frozen prefix')
     assert all(mod.training for mod in model.modules())  # modes restored after every step
 
 
@@ -156,10 +156,10 @@ def test_frozen_eval_changes_nothing_where_everything_trains():
     "Full fine-tuning has no frozen unit: `frozen_eval` leaves its losses bit for bit."
     plain, _, m, _ = _run(_bert, make_schedule('full'), steps=4)
     same, _, m2, _ = _run(_bert, make_schedule('full'), steps=4, frozen_eval=True)
-    assert plain == same and m['eval_mode'] is None and m2['eval_mode'] == 'frozen units'
+    assert plain == same and m['dropout_off'] is None and m2['dropout_off'] == 'frozen units'
 
 
 @pytest.mark.parametrize('flag, said', [('--frozen_eval', 'frozen units'), ('--prefix_eval', 'frozen prefix')])
 def test_lift_nb_train_eval_mode_flags(tmp_path, flag, said):
     "`lift-nb train --frozen_eval` / `--prefix_eval` reach the trainer; `metrics.json` says which units ran in eval mode."
-    assert _lift_nb_train(tmp_path, '--method', 'lift', flag)['eval_mode'] == said
+    assert _lift_nb_train(tmp_path, '--method', 'lift', flag)['dropout_off'] == said
